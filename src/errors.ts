@@ -1,0 +1,77 @@
+// Typed errors. The CLI's single error boundary (src/main.ts) maps these to
+// the exit codes of design.md §8; nothing else in the code calls process.exit.
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_INTEGRITY = 3;
+
+export class VsnapError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode: number) {
+    super(message);
+    this.name = new.target.name;
+    this.exitCode = exitCode;
+  }
+}
+
+/** Bad flags, bad manifest, unknown snapshot: exit 2. */
+export class UsageError extends VsnapError {
+  constructor(message: string) {
+    super(message, EXIT_USAGE);
+  }
+}
+
+/** The operation failed: I/O error, worker died, volume busy: exit 1. */
+export class OperationError extends VsnapError {
+  /** errno-style code for the NBD layer (EIO unless set). */
+  readonly errno: string;
+  constructor(message: string, errno = 'EIO') {
+    super(message, EXIT_FAILED);
+    this.errno = errno;
+  }
+}
+
+/** A corrupt file, a failed checksum, a backing file changed behind vsnap: exit 3. */
+export class IntegrityError extends VsnapError {
+  constructor(message: string) {
+    super(message, EXIT_INTEGRITY);
+  }
+}
+
+/** Snapshot data a backing-file writer outside vsnap may have invalidated: exit 3 unless --force. */
+export class StaleError extends IntegrityError {}
+
+/** Rebuild a typed error from its serialized form (errors cross the worker IPC channel). */
+export interface SerializedError {
+  kind: 'usage' | 'operation' | 'integrity' | 'stale' | 'internal';
+  message: string;
+  errno?: string;
+}
+
+export function serializeError(err: unknown): SerializedError {
+  if (err instanceof StaleError) return { kind: 'stale', message: err.message };
+  if (err instanceof IntegrityError) return { kind: 'integrity', message: err.message };
+  if (err instanceof UsageError) return { kind: 'usage', message: err.message };
+  if (err instanceof OperationError) return { kind: 'operation', message: err.message, errno: err.errno };
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.code === 'string') {
+    return { kind: 'operation', message: e.message, errno: e.code === 'ENOSPC' ? 'ENOSPC' : 'EIO' };
+  }
+  return { kind: 'internal', message: e instanceof Error ? (e.stack ?? e.message) : String(err) };
+}
+
+export function deserializeError(s: SerializedError): Error {
+  switch (s.kind) {
+    case 'stale':
+      return new StaleError(s.message);
+    case 'integrity':
+      return new IntegrityError(s.message);
+    case 'usage':
+      return new UsageError(s.message);
+    case 'operation':
+      return new OperationError(s.message, s.errno);
+    default:
+      return new Error(s.message);
+  }
+}

@@ -1,0 +1,34 @@
+// The one error boundary: every typed error becomes its exit code here, and
+// nothing else in vsnap decides how the process exits.
+import { CommanderError } from 'commander';
+import { VsnapError, EXIT_FAILED, EXIT_USAGE } from './errors.js';
+import { buildProgram } from './cli.js';
+import { c } from './ui.js';
+import { VERSION } from './version.js';
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return process.exitCode === undefined ? 0 : Number(process.exitCode);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed its message (or help/version).
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return EXIT_USAGE;
+    }
+    if (err instanceof VsnapError) {
+      process.stderr.write(`${c.red('vsnap:')} ${err.message}\n`);
+      return err.exitCode;
+    }
+    const e = err as Error;
+    process.stderr.write(
+      `${c.red('vsnap: internal error')} (vsnap ${VERSION}, node ${process.version}); please report this with the output below\n${e?.stack ?? String(err)}\n`,
+    );
+    return EXIT_FAILED;
+  }
+}
+
+const code = await main(process.argv);
+// Let stdout drain before exiting (a piped `vsnap read` may be large).
+process.stdout.write('', () => process.exit(code));

@@ -1,0 +1,150 @@
+// Pure planning: a structurally valid manifest -> the volume layout, with the
+// rules that need no file system (alignment, block size, unique ids).
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { RawManifest } from './schema.js';
+
+export const DEFAULT_BLOCK_SIZE = 64 * 1024;
+export const SECTOR = 512;
+
+export interface ExtentLayout {
+  /** The file as written in the manifest (relative to the manifest's directory). */
+  file: string;
+  /** Absolute path. */
+  path: string;
+  offset: number;
+  length: number;
+}
+
+export interface PartitionLayout {
+  index: number;
+  id: string;
+  worker: number;
+  extents: ExtentLayout[];
+  /** Bytes in the partition (sum of its extents). */
+  length: number;
+  /** Where the partition starts in the volume. */
+  volumeOffset: number;
+}
+
+export interface Volume {
+  manifestPath: string;
+  dir: string;
+  name: string;
+  blockSize: number;
+  storeDir: string;
+  partitions: PartitionLayout[];
+  size: number;
+  /** sha256 of the normalized mapping (see mappingOf). */
+  fingerprint: string;
+}
+
+export interface LayoutIssue {
+  path: string;
+  message: string;
+  value: unknown;
+}
+
+/** The part of the manifest that decides where bytes live; worker pinning and names excluded. */
+export interface NormalizedMapping {
+  blockSize: number;
+  partitions: { id: string; extents: { file: string; offset: number; length: number }[] }[];
+}
+
+export function mappingOf(v: Pick<Volume, 'blockSize' | 'partitions'>): NormalizedMapping {
+  return {
+    blockSize: v.blockSize,
+    partitions: v.partitions.map((p) => ({
+      id: p.id,
+      extents: p.extents.map((e) => ({ file: e.file, offset: e.offset, length: e.length })),
+    })),
+  };
+}
+
+export function fingerprintOf(m: NormalizedMapping): string {
+  return createHash('sha256').update(JSON.stringify(m)).digest('hex');
+}
+
+/** Describe how two mappings differ, for the "mapping changed" refusal. */
+export function describeMappingChange(before: NormalizedMapping, after: NormalizedMapping): string[] {
+  const out: string[] = [];
+  if (before.blockSize !== after.blockSize) out.push(`blockSize changed from ${before.blockSize} to ${after.blockSize}`);
+  const b = new Map(before.partitions.map((p, i) => [p.id, { p, i }]));
+  const a = new Map(after.partitions.map((p, i) => [p.id, { p, i }]));
+  for (const [id] of b) if (!a.has(id)) out.push(`partition "${id}" was removed`);
+  for (const [id] of a) if (!b.has(id)) out.push(`partition "${id}" was added`);
+  for (const [id, { p, i }] of a) {
+    const old = b.get(id);
+    if (!old) continue;
+    if (old.i !== i) out.push(`partition "${id}" moved from position ${old.i} to ${i}`);
+    if (JSON.stringify(old.p.extents) !== JSON.stringify(p.extents)) {
+      out.push(`partition "${id}" extents changed from ${JSON.stringify(old.p.extents)} to ${JSON.stringify(p.extents)}`);
+    }
+  }
+  return out;
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return n > 0 && Number.isInteger(Math.log2(n)) && 2 ** Math.log2(n) === n;
+}
+
+/**
+ * Build the layout. Returns issues instead of throwing so the caller can
+ * report every problem at once.
+ */
+export function planLayout(raw: RawManifest, manifestPath: string): { volume?: Volume; issues: LayoutIssue[] } {
+  const issues: LayoutIssue[] = [];
+  const dir = path.dirname(path.resolve(manifestPath));
+  const blockSize = raw.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!isPowerOfTwo(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024) {
+    issues.push({ path: 'blockSize', message: 'must be a power of two from 4KiB to 4MiB', value: blockSize });
+  }
+  const seen = new Map<string, number>();
+  const partitions: PartitionLayout[] = [];
+  let volumeOffset = 0;
+  raw.partitions.forEach((p, pi) => {
+    const prev = seen.get(p.id);
+    if (prev !== undefined) {
+      issues.push({ path: `partitions[${pi}].id`, message: `duplicates partitions[${prev}].id`, value: p.id });
+    } else seen.set(p.id, pi);
+    let length = 0;
+    const extents: ExtentLayout[] = p.extents.map((e, ei) => {
+      const offset = e.offset ?? 0;
+      const where = `partitions[${pi}].extents[${ei}]`;
+      if (offset % SECTOR !== 0) issues.push({ path: `${where}.offset`, message: 'must be a multiple of 512', value: offset });
+      if (e.length <= 0) issues.push({ path: `${where}.length`, message: 'must be greater than 0', value: e.length });
+      else if (e.length % SECTOR !== 0) issues.push({ path: `${where}.length`, message: 'must be a multiple of 512', value: e.length });
+      if (offset + e.length > Number.MAX_SAFE_INTEGER) {
+        issues.push({ path: `${where}.length`, message: 'offset + length must be at most 2^53-1', value: e.length });
+      }
+      length += e.length;
+      return { file: e.file, path: path.resolve(dir, e.file), offset, length: e.length };
+    });
+    if (issues.length === 0 && length % blockSize !== 0) {
+      issues.push({
+        path: `partitions[${pi}]`,
+        message: `total length ${length} must be a multiple of blockSize ${blockSize}`,
+        value: length,
+      });
+    }
+    partitions.push({ index: pi, id: p.id, worker: p.worker, extents, length, volumeOffset });
+    volumeOffset += length;
+  });
+  if (volumeOffset > Number.MAX_SAFE_INTEGER) {
+    issues.push({ path: 'partitions', message: 'volume size must be at most 2^53-1 bytes', value: volumeOffset });
+  }
+  if (issues.length) return { issues };
+  const storeDir = raw.store ? path.resolve(dir, raw.store) : path.join(dir, '.vsnap', raw.name);
+  const volume: Volume = {
+    manifestPath: path.resolve(manifestPath),
+    dir,
+    name: raw.name,
+    blockSize,
+    storeDir,
+    partitions,
+    size: volumeOffset,
+    fingerprint: '',
+  };
+  volume.fingerprint = fingerprintOf(mappingOf(volume));
+  return { volume, issues };
+}

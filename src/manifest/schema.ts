@@ -1,0 +1,59 @@
+// The volume manifest's shape (design.md §3), validated with zod. This file
+// only checks structure and per-field rules; rules that need the file system
+// (files exist, sizes, overlaps) live in load.ts.
+import { z } from 'zod';
+import { parseSize } from '../size.js';
+
+const NAME_RE = /^(?!\.)[A-Za-z0-9._-]{1,64}$/;
+const ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** A size field: integer bytes or a string with a binary unit, transformed to a number. */
+const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const r = parseSize(v);
+  if (!r.ok) {
+    ctx.addIssue({ code: 'custom', message: r.message });
+    return z.NEVER;
+  }
+  return r.value;
+});
+
+const extent = z.strictObject({
+  file: z.string().min(1, 'must be a non-empty path'),
+  offset: size.optional(),
+  length: size,
+});
+
+const partition = z.strictObject({
+  id: z.string().regex(ID_RE, 'must be 1-64 characters of [A-Za-z0-9._-]'),
+  worker: z.number().int('must be an integer from 0 to 63').min(0, 'must be an integer from 0 to 63').max(63, 'must be an integer from 0 to 63'),
+  extents: z.array(extent).min(1, 'must list at least one extent'),
+});
+
+export const manifestSchema = z.strictObject({
+  name: z.string().regex(NAME_RE, 'must be 1-64 characters of [A-Za-z0-9._-], not starting with "."'),
+  blockSize: size.optional(),
+  store: z.string().min(1, 'must be a non-empty path').optional(),
+  partitions: z.array(partition).min(1, 'must list at least one partition'),
+});
+
+export type RawManifest = z.infer<typeof manifestSchema>;
+
+/** "partitions[1].extents[0].length" from a zod issue path. */
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out === '' ? '(manifest)' : out;
+}
+
+/** The value found at a path in raw JSON, for error messages. */
+export function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let cur: unknown = root;
+  for (const p of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[p as string];
+  }
+  return cur;
+}
