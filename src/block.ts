@@ -1,0 +1,51 @@
+// The one interface every block layer offers (style.md §4): the live volume,
+// a read-only snapshot view, and any test backend. The NBD server and the CLI
+// sit on top of it. Offsets and lengths are bytes; callers have checked that
+// offset + length <= size (bounds are checked once, in the layer on top).
+
+/** errno names the NBD layer knows how to put on the wire. */
+export type BlockErrno = 'EPERM' | 'EIO' | 'ENOMEM' | 'EINVAL' | 'ENOSPC' | 'EOVERFLOW' | 'ENOTSUP' | 'ESHUTDOWN';
+
+/** An error a block layer throws to fail one request; `errno` travels to the client, `message` is logged. */
+export class BlockError extends Error {
+  constructor(
+    readonly errno: BlockErrno,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'BlockError';
+  }
+}
+
+/** One run of a block-status answer; flags use NBD's base:allocation bits. */
+export interface BlockExtent {
+  length: number;
+  /** bit 0: hole (unallocated), bit 1: reads as zeroes. */
+  flags: number;
+}
+
+export interface BlockDevice {
+  readonly size: number;
+  readonly readOnly: boolean;
+  /** Preferred I/O size in bytes (the COW block size for vsnap). */
+  readonly preferredBlockSize: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  /** fua: the data is durable when the promise resolves. */
+  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  /** Make the range read as zeroes. */
+  zero(offset: number, length: number, fua: boolean): Promise<void>;
+  /** Advisory discard: vsnap keeps data (a trim never loses a snapshot's view). */
+  trim(offset: number, length: number, fua: boolean): Promise<void>;
+  /** Everything acknowledged so far is durable when this resolves. */
+  flush(): Promise<void>;
+  /** Allocation map from offset; at least one extent, consecutive, total <= length. */
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
+}
+
+/** What an NBD server serves: a set of named exports. */
+export interface ExportProvider {
+  /** Names for NBD_OPT_LIST. */
+  list(): string[];
+  /** Resolve a client's export name ("" is the default); undefined if unknown. */
+  open(name: string): BlockDevice | undefined;
+}
