@@ -22,8 +22,8 @@ export const MAX_SIZE = Number.MAX_SAFE_INTEGER; // 2^53 - 1
 /** Parse a size; returns an error message (without the field name) on failure. */
 export function parseSize(value: unknown): { ok: true; value: number } | { ok: false; message: string } {
   if (typeof value === 'number') {
-    if (!Number.isInteger(value) || value < 0) return { ok: false, message: 'must be a non-negative integer number of bytes' };
     if (value > MAX_SIZE) return { ok: false, message: 'must be at most 2^53-1 bytes' };
+    if (!Number.isInteger(value) || value < 0) return { ok: false, message: 'must be a non-negative integer number of bytes' };
     return { ok: true, value };
   }
   if (typeof value !== 'string') return { ok: false, message: 'must be a number of bytes or a string such as "64KiB"' };
@@ -42,14 +42,39 @@ export function parseSize(value: unknown): { ok: true; value: number } | { ok: f
 /** Human-readable binary size: 1536 -> "1.5 KiB". */
 export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  if (!Number.isFinite(bytes) || bytes < 1024) return `${bytes} B`;
   let v = bytes;
   let i = 0;
   while (v >= 1024 && i < units.length - 1) {
     v /= 1024;
     i++;
   }
-  if (i === 0) return `${bytes} B`;
-  return `${v >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
+  let text = v >= 100 || Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1);
+  // Rounding can reach the next unit (1048575 bytes is 1023.999 KiB): say
+  // "1.0 MiB" rather than "1024 KiB".
+  if (Number(text) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+    text = v.toFixed(1);
+  }
+  return `${text} ${units[i]}`;
+}
+
+/**
+ * The exact size with the largest binary unit that divides it: 65536 ->
+ * "64KiB", 1000 -> "1000". What `vsnap init` writes, so manifests read like
+ * the ones people write by hand; parseSize(formatExactSize(n)) === n.
+ */
+export function formatExactSize(bytes: number): string | number {
+  const units: [string, number][] = [
+    ['PiB', 2 ** 50],
+    ['TiB', 2 ** 40],
+    ['GiB', 2 ** 30],
+    ['MiB', 2 ** 20],
+    ['KiB', 2 ** 10],
+  ];
+  if (bytes > 0) for (const [u, n] of units) if (bytes % n === 0) return `${bytes / n}${u}`;
+  return bytes;
 }
 
 /** Parse a duration such as "30s", "15m", "1h", "7d", "2w" into milliseconds. */
@@ -58,5 +83,7 @@ export function parseDuration(value: string): number | undefined {
   if (!m) return undefined;
   const mult = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3, w: 7 * 86400e3 }[m[2] as 's' | 'm' | 'h' | 'd' | 'w'];
   const ms = Number(m[1]) * mult;
-  return ms > 0 ? ms : undefined;
+  // A duration that does not fit a safe integer of milliseconds (or that is
+  // zero) cannot be meant; refusing beats silently becoming Infinity.
+  return ms > 0 && Number.isSafeInteger(ms) ? ms : undefined;
 }

@@ -96,7 +96,7 @@ export function mapPartitionRange(
   starts: readonly number[] = extentStarts(extents),
 ): FileSegment[] {
   const total = extents.length ? starts[starts.length - 1] + extents[extents.length - 1].length : 0;
-  if (partOffset < 0 || length < 0 || partOffset + length > total) {
+  if (!Number.isSafeInteger(partOffset) || !Number.isSafeInteger(length) || partOffset < 0 || length < 0 || partOffset + length > total) {
     throw new RangeError(`range ${partOffset}+${length} is outside the partition (size ${total})`);
   }
   const out: FileSegment[] = [];

@@ -1,7 +1,8 @@
 // vsnap init: make a demo volume (sparse backing files and a manifest).
 import fs from 'node:fs';
 import path from 'node:path';
-import { UsageError } from '../errors.js';
+import { OperationError, UsageError } from '../errors.js';
+import { formatExactSize, MAX_SIZE } from '../size.js';
 
 export interface InitOptions {
   dir: string;
@@ -22,6 +23,20 @@ export interface DemoPlan {
   };
 }
 
+/** The manifest as written to disk: sizes with units where exact ("64KiB"), like a hand-written one. */
+export function manifestText(m: DemoPlan['manifest']): string {
+  const out = {
+    name: m.name,
+    blockSize: formatExactSize(m.blockSize),
+    partitions: m.partitions.map((p) => ({
+      id: p.id,
+      worker: p.worker,
+      extents: p.extents.map((e) => ({ file: e.file, offset: formatExactSize(e.offset), length: formatExactSize(e.length) })),
+    })),
+  };
+  return `${JSON.stringify(out, null, 2)}\n`;
+}
+
 /**
  * Pure: lay the partitions end to end over the files taken in order, so that
  * with the defaults (3 files, 4 partitions) partitions cross file boundaries.
@@ -33,6 +48,10 @@ export function planDemo(o: Omit<InitOptions, 'dir'>): DemoPlan {
     throw new UsageError(`--block-size: must be a power of two from 4KiB to 4MiB (got ${bs})`);
   }
   const total = o.files * o.fileSize;
+  if (!Number.isSafeInteger(total)) {
+    throw new UsageError(`--file-size: ${o.files} files of ${o.fileSize} bytes exceed the largest volume, 2^53-1 bytes (got ${o.fileSize})`);
+  }
+  if (o.fileSize > MAX_SIZE) throw new UsageError(`--file-size: must be at most 2^53-1 bytes (got ${o.fileSize})`);
   const per = Math.floor(total / o.partitions / bs) * bs;
   if (per === 0) {
     throw new UsageError(`--file-size: ${o.files} files of ${o.fileSize} bytes are too small for ${o.partitions} partitions of at least one ${bs}-byte block`);
@@ -57,23 +76,47 @@ export function planDemo(o: Omit<InitOptions, 'dir'>): DemoPlan {
   return { files, manifest: { name: o.name, blockSize: bs, partitions } };
 }
 
+/** Why `dir` cannot take a new volume, or undefined when it can (missing or empty). */
+function unusableTarget(dir: string): string | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? undefined : `cannot stat ${dir} (${code})`;
+  }
+  if (!st.isDirectory()) return `${dir} exists and is not a directory`;
+  const entries = fs.readdirSync(dir);
+  // Refuse any non-empty directory, not just one holding our own file names:
+  // init must never mix a demo volume into someone's files.
+  if (entries.length) return `${dir} is not empty (${entries.length} entries, e.g. ${entries.sort()[0]}); choose an empty or new directory`;
+  return undefined;
+}
+
 export async function init(o: InitOptions): Promise<{ manifest: string; files: string[]; size: number }> {
   const plan = planDemo(o);
   const manifestPath = path.join(o.dir, 'volume.json');
-  if (fs.existsSync(manifestPath)) throw new UsageError(`<dir>: ${manifestPath} already exists; choose an empty directory`);
-  for (const f of plan.files) {
-    if (fs.existsSync(path.join(o.dir, f.name))) throw new UsageError(`<dir>: ${path.join(o.dir, f.name)} already exists; choose an empty directory`);
-  }
-  fs.mkdirSync(o.dir, { recursive: true });
+  const why = unusableTarget(o.dir);
+  if (why) throw new UsageError(`<dir>: ${why}`);
+  const createdDir = !fs.existsSync(o.dir);
   const paths: string[] = [];
-  for (const f of plan.files) {
-    const p = path.join(o.dir, f.name);
-    // Sparse: truncate allocates nothing.
-    fs.closeSync(fs.openSync(p, 'wx'));
-    fs.truncateSync(p, f.size);
-    paths.push(p);
+  try {
+    fs.mkdirSync(o.dir, { recursive: true });
+    for (const f of plan.files) {
+      const p = path.join(o.dir, f.name);
+      // Sparse: extending with truncate allocates no blocks.
+      fs.closeSync(fs.openSync(p, 'wx'));
+      paths.push(p);
+      fs.truncateSync(p, f.size);
+    }
+    fs.writeFileSync(manifestPath, manifestText(plan.manifest), { flag: 'wx' });
+  } catch (err) {
+    // Leave the target as it was: a half-made volume would make the retry
+    // fail with "not empty".
+    for (const p of paths) fs.rmSync(p, { force: true });
+    if (createdDir) fs.rmSync(o.dir, { recursive: true, force: true });
+    const e = err as NodeJS.ErrnoException;
+    throw new OperationError(`init ${o.dir}: ${e.message}`);
   }
-  const manifest = { ...plan.manifest, blockSize: plan.manifest.blockSize };
-  fs.writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`, { flag: 'wx' });
   return { manifest: manifestPath, files: paths, size: plan.files.reduce((a, f) => a + f.size, 0) };
 }

@@ -45,7 +45,11 @@ export interface LayoutIssue {
   value: unknown;
 }
 
-/** The part of the manifest that decides where bytes live; worker pinning and names excluded. */
+/**
+ * The part of the manifest that decides where bytes live. Worker pinning, the
+ * volume name and the store are left out: re-pinning a partition to another
+ * worker moves no byte, so it is allowed while snapshots exist.
+ */
 export interface NormalizedMapping {
   blockSize: number;
   partitions: { id: string; extents: { file: string; offset: number; length: number }[] }[];
@@ -56,7 +60,9 @@ export function mappingOf(v: Pick<Volume, 'blockSize' | 'partitions'>): Normaliz
     blockSize: v.blockSize,
     partitions: v.partitions.map((p) => ({
       id: p.id,
-      extents: p.extents.map((e) => ({ file: e.file, offset: e.offset, length: e.length })),
+      // "./disk.img" and "disk.img" name the same file; only a real change of
+      // file should change the fingerprint.
+      extents: p.extents.map((e) => ({ file: path.normalize(e.file), offset: e.offset, length: e.length })),
     })),
   };
 }
@@ -96,7 +102,8 @@ export function planLayout(raw: RawManifest, manifestPath: string): { volume?: V
   const issues: LayoutIssue[] = [];
   const dir = path.dirname(path.resolve(manifestPath));
   const blockSize = raw.blockSize ?? DEFAULT_BLOCK_SIZE;
-  if (!isPowerOfTwo(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024) {
+  const blockSizeOk = isPowerOfTwo(blockSize) && blockSize >= 4096 && blockSize <= 4 * 1024 * 1024;
+  if (!blockSizeOk) {
     issues.push({ path: 'blockSize', message: 'must be a power of two from 4KiB to 4MiB', value: blockSize });
   }
   const seen = new Map<string, number>();
@@ -108,6 +115,7 @@ export function planLayout(raw: RawManifest, manifestPath: string): { volume?: V
       issues.push({ path: `partitions[${pi}].id`, message: `duplicates partitions[${prev}].id`, value: p.id });
     } else seen.set(p.id, pi);
     let length = 0;
+    const before = issues.length;
     const extents: ExtentLayout[] = p.extents.map((e, ei) => {
       const offset = e.offset ?? 0;
       const where = `partitions[${pi}].extents[${ei}]`;
@@ -120,7 +128,11 @@ export function planLayout(raw: RawManifest, manifestPath: string): { volume?: V
       length += e.length;
       return { file: e.file, path: path.resolve(dir, e.file), offset, length: e.length };
     });
-    if (issues.length === 0 && length % blockSize !== 0) {
+    // A partition total is only meaningful when its own extents and the block
+    // size are valid; otherwise this would repeat a problem already reported.
+    // Other partitions' problems must not hide this one.
+    const extentsOk = issues.length === before;
+    if (blockSizeOk && extentsOk && length % blockSize !== 0) {
       issues.push({
         path: `partitions[${pi}]`,
         message: `total length ${length} must be a multiple of blockSize ${blockSize}`,

@@ -8,25 +8,56 @@ import { planLayout, type LayoutIssue, type Volume } from './layout.js';
 
 function show(v: unknown): string {
   if (v === undefined) return 'nothing';
+  // JSON.stringify would print 1e400 (parsed as Infinity) as "null".
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
   const s = JSON.stringify(v);
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
-export function formatIssues(manifestPath: string, issues: LayoutIssue[]): string {
-  const lines = issues.map((i) => `  ${i.path}: ${i.message} (got ${show(i.value)})`);
+/** ["partitions", 1, "extents", 0, "length"] from "partitions[1].extents[0].length". */
+function parsePath(p: string): (string | number)[] {
+  const out: (string | number)[] = [];
+  for (const m of p.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) out.push(m[2] !== undefined ? Number(m[2]) : m[1]);
+  return out;
+}
+
+/**
+ * Layout rules see sizes already converted to bytes; show what the user
+ * wrote as well, so `"3KiB"` is recognisable in `got "3KiB" = 3072`.
+ */
+function withRaw(json: unknown, issues: LayoutIssue[]): LayoutIssue[] {
+  return issues.map((i) => {
+    const raw = valueAt(json, parsePath(i.path));
+    return typeof raw === 'string' && typeof i.value === 'number' && raw !== String(i.value) ? { ...i, raw } : i;
+  });
+}
+
+export function formatIssues(manifestPath: string, issues: (LayoutIssue & { raw?: string })[]): string {
+  const lines = issues.map((i) => `  ${i.path}: ${i.message} (got ${i.raw !== undefined ? `${show(i.raw)} = ${i.value}` : show(i.value)})`);
   return `invalid manifest ${manifestPath}:\n${lines.join('\n')}`;
 }
 
-/** Size of a regular file or a block device. */
-function backingSize(p: string, st: fs.Stats): number {
+/**
+ * /sys/dev/block/<major>:<minor> for a device number as Linux encodes it in
+ * st_rdev: minor bits 0-7 and 20-31, major bits 8-19 (plus the high glibc bits).
+ */
+export function sysfsBlockPath(rdev: number | bigint): string {
+  const d = BigInt(rdev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn & 0xffffffffn);
+  return `/sys/dev/block/${major}:${minor}`;
+}
+
+/** Size of a regular file or a block device; undefined when a device's size cannot be read. */
+function backingSize(st: fs.Stats): number | undefined {
   if (st.isBlockDevice()) {
-    // The kernel exposes a block device's size in 512-byte sectors.
-    const major = Math.floor(Number(st.rdev) / 256);
-    const minor = Number(st.rdev) % 256;
+    // Node has no BLKGETSIZE64 ioctl and a device's st_size is 0; the kernel
+    // also exposes the size, in 512-byte sectors, under /sys.
     try {
-      return Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim()) * 512;
+      const sectors = Number(fs.readFileSync(`${sysfsBlockPath(st.rdev)}/size`, 'utf8').trim());
+      return Number.isSafeInteger(sectors) ? sectors * 512 : undefined;
     } catch {
-      return 0;
+      return undefined;
     }
   }
   return st.size;
@@ -40,12 +71,12 @@ function inside(child: string, parent: string): boolean {
 /** Checks needing the file system. Pure apart from stat/realpath. */
 export function checkFiles(volume: Volume): LayoutIssue[] {
   const issues: LayoutIssue[] = [];
-  const byInode = new Map<string, { where: string; offset: number; end: number }[]>();
+  const byInode = new Map<string, { where: string; file: string; offset: number; end: number }[]>();
   let storeReal = volume.storeDir;
   try {
     storeReal = fs.realpathSync(volume.storeDir);
   } catch {
-    /* store not created yet: compare against the resolved path */
+    // No store yet, so no backing file can be inside it; compare paths only.
   }
   volume.partitions.forEach((p, pi) =>
     p.extents.forEach((e, ei) => {
@@ -62,8 +93,10 @@ export function checkFiles(volume: Volume): LayoutIssue[] {
         issues.push({ path: `${where}.file`, message: 'must be a regular file or a block device', value: e.file });
         return;
       }
-      const size = backingSize(e.path, st);
-      if (size < e.offset + e.length) {
+      const size = backingSize(st);
+      if (size === undefined) {
+        issues.push({ path: `${where}.file`, message: `cannot read the size of block device from ${sysfsBlockPath(st.rdev)}/size`, value: e.file });
+      } else if (size < e.offset + e.length) {
         issues.push({
           path: `${where}.length`,
           message: `offset + length = ${e.offset + e.length} is past the end of ${e.file} (${size} bytes)`,
@@ -74,22 +107,32 @@ export function checkFiles(volume: Volume): LayoutIssue[] {
       if (inside(real, storeReal) || inside(e.path, volume.storeDir)) {
         issues.push({ path: `${where}.file`, message: `must not be inside the store ${volume.storeDir}`, value: e.file });
       }
-      const key = `${st.dev}:${st.ino}`;
+      // Links share device and inode; two device nodes of one disk share rdev.
+      const key = st.isBlockDevice() ? `rdev:${st.rdev}` : `${st.dev}:${st.ino}`;
       const list = byInode.get(key) ?? [];
       for (const o of list) {
         if (e.offset < o.end && o.offset < e.offset + e.length) {
           issues.push({
             path: where,
-            message: `overlaps ${o.where} in the same file (bytes ${Math.max(e.offset, o.offset)}-${Math.min(e.offset + e.length, o.end) - 1})`,
+            message: `overlaps ${o.where} (${o.file === e.file ? 'the same file' : `${o.file}, the same file`}) at bytes ${Math.max(e.offset, o.offset)}-${Math.min(e.offset + e.length, o.end) - 1}`,
             value: e.file,
           });
         }
       }
-      list.push({ where, offset: e.offset, end: e.offset + e.length });
+      list.push({ where, file: e.file, offset: e.offset, end: e.offset + e.length });
       byInode.set(key, list);
     }),
   );
   return issues;
+}
+
+/** " at line 3 column 7" from V8's "... at position 42", or "" when it gives none. */
+function lineCol(text: string, message: string): string {
+  const m = /position (\d+)/.exec(message);
+  if (!m) return '';
+  const before = text.slice(0, Number(m[1]));
+  const line = before.split('\n').length;
+  return ` at line ${line} column ${before.length - before.lastIndexOf('\n')}`;
 }
 
 /** Parse and validate a manifest; throws UsageError (exit 2) listing every problem. */
@@ -104,21 +147,26 @@ export function loadManifest(manifestPath: string): Volume {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`invalid manifest ${manifestPath}: not valid JSON (${(err as Error).message})`);
+    throw new UsageError(`invalid manifest ${manifestPath}: not valid JSON${lineCol(text, (err as Error).message)} (${(err as Error).message})`);
   }
   const parsed = manifestSchema.safeParse(json);
   if (!parsed.success) {
     const issues: LayoutIssue[] = [];
+    const reported = new Set<string>();
     for (const iss of parsed.error.issues) {
+      // zod may report a wrong type and then a failed check on the same value
+      // ("must be an array" and "must list at least one"); the first says it.
+      const at = formatPath(iss.path);
+      if (iss.code !== 'unrecognized_keys' && reported.has(at)) continue;
+      reported.add(at);
       if (iss.code === 'unrecognized_keys') {
         for (const k of iss.keys) {
           const p = [...iss.path, k];
           issues.push({ path: formatPath(p), message: 'unknown key', value: valueAt(json, p) });
         }
-      } else if (iss.code === 'invalid_type' && valueAt(json, iss.path) === undefined) {
+      } else if (valueAt(json, iss.path) === undefined) {
+        // Whatever the check (type or size), a missing value is best reported as missing.
         issues.push({ path: formatPath(iss.path), message: 'is required', value: undefined });
-      } else if (iss.code === 'invalid_union') {
-        issues.push({ path: formatPath(iss.path), message: 'must be a number of bytes or a string such as "64KiB"', value: valueAt(json, iss.path) });
       } else {
         issues.push({ path: formatPath(iss.path), message: iss.message, value: valueAt(json, iss.path) });
       }
@@ -126,8 +174,8 @@ export function loadManifest(manifestPath: string): Volume {
     throw new UsageError(formatIssues(manifestPath, issues));
   }
   const { volume, issues } = planLayout(parsed.data, manifestPath);
-  if (!volume) throw new UsageError(formatIssues(manifestPath, issues));
+  if (!volume) throw new UsageError(formatIssues(manifestPath, withRaw(json, issues)));
   const fileIssues = checkFiles(volume);
-  if (fileIssues.length) throw new UsageError(formatIssues(manifestPath, fileIssues));
+  if (fileIssues.length) throw new UsageError(formatIssues(manifestPath, withRaw(json, fileIssues)));
   return volume;
 }

@@ -8,7 +8,9 @@ const NAME_RE = /^(?!\.)[A-Za-z0-9._-]{1,64}$/;
 const ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** A size field: integer bytes or a string with a binary unit, transformed to a number. */
-const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
+// z.unknown rather than z.number: zod refuses Infinity (JSON's 1e400) as "not
+// a number", while parseSize can say what is wrong with it: too large.
+const size = z.unknown().transform((v, ctx) => {
   const r = parseSize(v);
   if (!r.ok) {
     ctx.addIssue({ code: 'custom', message: r.message });
@@ -17,24 +19,36 @@ const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return r.value;
 });
 
-const extent = z.strictObject({
-  file: z.string().min(1, 'must be a non-empty path'),
-  offset: size.optional(),
-  length: size,
-});
+// Type errors say what is expected in the manifest's own words instead of
+// zod's "Invalid input: expected number, received string".
+const extent = z.strictObject(
+  {
+    file: z.string({ error: 'must be a string (a path)' }).min(1, 'must be a non-empty path'),
+    offset: size.optional(),
+    length: size,
+  },
+  { error: 'must be an object {file, offset, length}' },
+);
 
-const partition = z.strictObject({
-  id: z.string().regex(ID_RE, 'must be 1-64 characters of [A-Za-z0-9._-]'),
-  worker: z.number().int('must be an integer from 0 to 63').min(0, 'must be an integer from 0 to 63').max(63, 'must be an integer from 0 to 63'),
-  extents: z.array(extent).min(1, 'must list at least one extent'),
-});
+const WORKER = 'must be an integer from 0 to 63';
+const partition = z.strictObject(
+  {
+    id: z.string({ error: 'must be a string' }).regex(ID_RE, 'must be 1-64 characters of [A-Za-z0-9._-]'),
+    worker: z.number({ error: WORKER }).int(WORKER).min(0, WORKER).max(63, WORKER),
+    extents: z.array(extent, { error: 'must be an array of extents' }).min(1, 'must list at least one extent'),
+  },
+  { error: 'must be an object {id, worker, extents}' },
+);
 
-export const manifestSchema = z.strictObject({
-  name: z.string().regex(NAME_RE, 'must be 1-64 characters of [A-Za-z0-9._-], not starting with "."'),
-  blockSize: size.optional(),
-  store: z.string().min(1, 'must be a non-empty path').optional(),
-  partitions: z.array(partition).min(1, 'must list at least one partition'),
-});
+export const manifestSchema = z.strictObject(
+  {
+    name: z.string({ error: 'must be a string' }).regex(NAME_RE, 'must be 1-64 characters of [A-Za-z0-9._-], not starting with "."'),
+    blockSize: size.optional(),
+    store: z.string({ error: 'must be a string (a directory)' }).min(1, 'must be a non-empty path').optional(),
+    partitions: z.array(partition, { error: 'must be an array of partitions' }).min(1, 'must list at least one partition'),
+  },
+  { error: 'must be a JSON object {name, blockSize, store, partitions}' },
+);
 
 export type RawManifest = z.infer<typeof manifestSchema>;
 

@@ -1,0 +1,131 @@
+// vsnap read and vsnap write: bytes of the live volume or of a snapshot.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { once } from 'node:events';
+import type { Readable, Writable } from 'node:stream';
+import { UsageError } from '../errors.js';
+import { resolveRef } from '../store/names.js';
+import { withCluster } from './session.js';
+
+const CHUNK = 8 << 20;
+
+export interface ReadOptions {
+  offset: number;
+  length: number;
+  snapshot?: string;
+  output?: string;
+  force?: boolean;
+}
+
+async function writeOut(out: Writable, buf: Buffer): Promise<void> {
+  if (!out.write(buf)) await once(out, 'drain');
+}
+
+export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes: number }> {
+  return withCluster(manifest, 'read', { create: false, force: o.force }, async (cluster) => {
+    cluster.checkRange(o.offset, o.length);
+    const view = o.snapshot === undefined ? 0 : resolveRef(cluster.store.snapshots, o.snapshot).id;
+    const out: Writable = o.output ? fs.createWriteStream(o.output) : process.stdout;
+    // Keep two chunks in flight so workers read while stdout drains.
+    let pending: Promise<Buffer> | undefined;
+    for (let pos = 0; pos < o.length || pending; ) {
+      const next = pos < o.length ? cluster.read(view, o.offset + pos, Math.min(CHUNK, o.length - pos)) : undefined;
+      if (next) {
+        next.catch(() => {}); // awaited on the next turn
+        pos += Math.min(CHUNK, o.length - pos);
+      }
+      if (pending) await writeOut(out, await pending);
+      pending = next;
+    }
+    if (o.output) {
+      out.end();
+      await once(out, 'finish');
+    }
+    return { bytes: o.length };
+  });
+}
+
+/**
+ * The input is read to its end before anything is written, so input that
+ * would run past the end of the volume changes nothing. Up to 64 MiB stays in
+ * memory; more is spooled to a temporary file.
+ */
+async function collect(input: Readable, limit: number): Promise<{ chunks: Buffer[]; spool?: string; size: number }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let spool: string | undefined;
+  let fd: number | undefined;
+  try {
+    for await (const c of input as AsyncIterable<Buffer>) {
+      size += c.length;
+      if (size > limit) throw new UsageError(`input: ${size}+ bytes at --offset would run past the end of the volume (${limit} bytes available)`);
+      if (fd === undefined && size > 64 << 20) {
+        spool = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vsnap-write-')), 'input');
+        fd = fs.openSync(spool, 'w');
+        for (const k of chunks) fs.writeSync(fd, k);
+        chunks.length = 0;
+      }
+      if (fd !== undefined) fs.writeSync(fd, c);
+      else chunks.push(c);
+    }
+  } catch (err) {
+    if (spool) fs.rmSync(path.dirname(spool), { recursive: true, force: true });
+    throw err;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+  return { chunks, spool, size };
+}
+
+export async function writeCmd(manifest: string, o: { offset: number; input?: string }): Promise<{ bytes: number }> {
+  return withCluster(manifest, 'write', { create: true }, async (cluster) => {
+    cluster.checkRange(o.offset, 0);
+    const limit = cluster.size - o.offset;
+    let source: { chunks: Buffer[]; spool?: string; size: number };
+    if (o.input !== undefined) {
+      let st: fs.Stats;
+      try {
+        st = fs.statSync(o.input);
+      } catch (err) {
+        throw new UsageError(`--input: cannot read ${o.input} (${(err as NodeJS.ErrnoException).code})`);
+      }
+      if (st.size > limit) throw new UsageError(`--input: ${o.input} holds ${st.size} bytes; only ${limit} fit after --offset ${o.offset}`);
+      source = { chunks: [], spool: o.input, size: st.size };
+    } else {
+      source = await collect(process.stdin, limit);
+    }
+    try {
+      const lanes: Promise<void>[] = [];
+      let pos = 0;
+      const submit = async (buf: Buffer) => {
+        const at = o.offset + pos;
+        pos += buf.length;
+        const p = cluster.write(at, buf);
+        p.catch(() => {}); // observed by the await below; avoid an unhandled rejection meanwhile
+        lanes.push(p);
+        if (lanes.length >= 4) await lanes.shift();
+      };
+      if (source.spool) {
+        const fh = await fs.promises.open(source.spool, 'r');
+        try {
+          for (let off = 0; off < source.size; off += CHUNK) {
+            const buf = Buffer.allocUnsafe(Math.min(CHUNK, source.size - off));
+            await fh.read(buf, 0, buf.length, off);
+            await submit(buf);
+          }
+        } finally {
+          await fh.close();
+        }
+      } else {
+        for (const c of source.chunks) for (let k = 0; k < c.length; k += CHUNK) await submit(c.subarray(k, k + CHUNK));
+      }
+      await Promise.all(lanes);
+      // Exit 0 means durable: data and change logs flushed.
+      await cluster.flush();
+    } finally {
+      if (source.spool && source.spool !== o.input) fs.rmSync(path.dirname(source.spool), { recursive: true, force: true });
+    }
+    return { bytes: source.size };
+  });
+}

@@ -1,0 +1,38 @@
+// Opening a volume for a command: manifest -> locked store -> workers, and
+// the orderly teardown every command needs, in one place.
+import { loadManifest } from '../manifest/load.js';
+import { Store } from '../store/store.js';
+import { Cluster } from '../coordinator/cluster.js';
+
+export async function withStore<T>(manifest: string, command: string, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
+  const volume = loadManifest(manifest);
+  const store = await Store.open(volume, { command, create });
+  try {
+    return await fn(store);
+  } finally {
+    store.release();
+  }
+}
+
+/** create: make the store when missing (commands that record something); the others leave the disk untouched. */
+export async function withCluster<T>(
+  manifest: string,
+  command: string,
+  opts: { force?: boolean; create: boolean },
+  fn: (cluster: Cluster) => Promise<T>,
+): Promise<T> {
+  return withStore(manifest, command, opts.create, async (store) => {
+    const cluster = await Cluster.start(store, opts);
+    let result: T;
+    try {
+      result = await fn(cluster);
+    } catch (err) {
+      // Close cleanly even after a failed operation (a usage error mid-way
+      // leaves the workers healthy); a dead worker just stays dead.
+      await cluster.close().catch(() => cluster.kill());
+      throw err;
+    }
+    await cluster.close();
+    return result;
+  });
+}

@@ -1,0 +1,41 @@
+// vsnap status: the volume, its store, who holds it, and each partition's health.
+import { liveHolder } from '../store/lock.js';
+import { loadManifest } from '../manifest/load.js';
+import { withCluster } from './session.js';
+
+export interface StatusReport {
+  name: string;
+  size: number;
+  blockSize: number;
+  store: string;
+  snapshots: number;
+  latest: { id: number; name: string; createdAt: string } | null;
+  heldBy: { pid: number; command: string; socket?: string } | null;
+  partitions: { id: string; worker: number; pid: number; clean: boolean; stale: number[]; loggedBlocks: number }[];
+  workers: { worker: number; pid: number; rss: number }[];
+}
+
+export async function status(manifest: string): Promise<StatusReport> {
+  const volume = loadManifest(manifest);
+  const holder = liveHolder(volume.storeDir);
+  return withCluster(manifest, 'status', { create: false }, async (cluster) => {
+    const st = await cluster.status();
+    const snaps = cluster.store.snapshots;
+    const last = snaps[snaps.length - 1];
+    return {
+      name: volume.name,
+      size: volume.size,
+      blockSize: volume.blockSize,
+      store: volume.storeDir,
+      snapshots: snaps.length,
+      latest: last ? { id: last.id, name: last.name, createdAt: last.createdAt } : null,
+      heldBy: holder ? { pid: holder.pid, command: holder.command, socket: holder.socket } : null,
+      partitions: volume.partitions.map((p) => {
+        const w = st.find((s) => s.partitions.some((x) => x.id === p.id))!;
+        const ps = w.partitions.find((x) => x.id === p.id)!;
+        return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: ps.stale, loggedBlocks: ps.loggedBlocks };
+      }),
+      workers: [...cluster.workers.values()].map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
+    };
+  });
+}

@@ -1,0 +1,274 @@
+// The coordinator: forks one worker per distinct worker index, routes
+// volume-level requests to the workers owning each piece, and runs the
+// one-instant snapshot protocol (design.md §6). It never reads or writes
+// partition data itself.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Volume } from '../manifest/layout.js';
+import { mapVolumeRange, mapPartitionRange, mergeRanges } from '../volume-map.js';
+import { writeRecord } from '../formats/record-json.js';
+import { fsyncDir } from '../formats/atomic.js';
+import { OperationError, UsageError } from '../errors.js';
+import { DataOp, FLAG_FUA, type ChangedBlocks, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
+import { Store, SNAPSHOT_KIND, snapshotDir, snapshotsDir, type SnapshotRecord } from '../store/store.js';
+import { WorkerHandle } from './worker-handle.js';
+
+export interface Range {
+  offset: number;
+  length: number;
+}
+
+export interface FileRange {
+  file: string;
+  offset: number;
+  length: number;
+}
+
+export class Cluster {
+  private constructor(
+    readonly volume: Volume,
+    readonly store: Store,
+    readonly workers: Map<number, WorkerHandle>,
+  ) {}
+
+  static async start(store: Store, opts: { force?: boolean } = {}): Promise<Cluster> {
+    const volume = store.volume;
+    const byWorker = new Map<number, typeof volume.partitions>();
+    for (const p of volume.partitions) byWorker.set(p.worker, [...(byWorker.get(p.worker) ?? []), p]);
+    const handles = new Map<number, WorkerHandle>();
+    const cluster = new Cluster(volume, store, handles);
+    try {
+      await Promise.all(
+        [...byWorker].map(async ([w, parts]) => {
+          const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
+          handles.set(w, h);
+          await h.control({
+            t: 'open',
+            storeDir: store.dir,
+            fingerprint: volume.fingerprint,
+            blockSize: volume.blockSize,
+            worker: w,
+            partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
+            snapshots: store.snapshots.map((s) => s.id),
+            force: opts.force ?? false,
+          });
+        }),
+      );
+    } catch (err) {
+      for (const h of handles.values()) h.kill();
+      await Promise.all([...handles.values()].map((h) => h.exited));
+      throw err;
+    }
+    return cluster;
+  }
+
+  get size(): number {
+    return this.volume.size;
+  }
+
+  private worker(w: number): WorkerHandle {
+    return this.workers.get(w)!;
+  }
+
+  private all<T>(fn: (h: WorkerHandle) => Promise<T>): Promise<T[]> {
+    return Promise.all([...this.workers.values()].map(fn));
+  }
+
+  checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new UsageError(`range ${offset}+${length} is outside the volume (size ${this.size})`);
+    }
+  }
+
+  /** view: 0 for the live volume, else a snapshot id. */
+  async read(view: number, offset: number, length: number): Promise<Buffer> {
+    const segs = mapVolumeRange(this.volume.partitions, offset, length);
+    const out = Buffer.allocUnsafe(length);
+    await Promise.all(
+      segs.map(async (s) => {
+        const data = await this.worker(s.worker).request({ op: DataOp.Read, flags: 0, partition: s.partition, view, offset: s.partOffset, length: s.length });
+        if (!data || data.length !== s.length) throw new OperationError(`worker ${s.worker} returned ${data?.length ?? 0} bytes for a ${s.length}-byte read`);
+        data.copy(out, s.rangeOffset);
+      }),
+    );
+    return out;
+  }
+
+  async write(offset: number, data: Buffer, fua = false): Promise<void> {
+    const segs = mapVolumeRange(this.volume.partitions, offset, data.length);
+    await Promise.all(
+      segs.map((s) =>
+        this.worker(s.worker).request({
+          op: DataOp.Write,
+          flags: fua ? FLAG_FUA : 0,
+          partition: s.partition,
+          view: 0,
+          offset: s.partOffset,
+          length: s.length,
+          payload: data.subarray(s.rangeOffset, s.rangeOffset + s.length),
+        }),
+      ),
+    );
+  }
+
+  async zero(offset: number, length: number, fua = false): Promise<void> {
+    const segs = mapVolumeRange(this.volume.partitions, offset, length);
+    await Promise.all(
+      segs.map((s) =>
+        this.worker(s.worker).request({ op: DataOp.Zero, flags: fua ? FLAG_FUA : 0, partition: s.partition, view: 0, offset: s.partOffset, length: s.length }),
+      ),
+    );
+  }
+
+  async flush(): Promise<void> {
+    await this.all(async (h) => {
+      const first = this.volume.partitions.find((p) => p.worker === h.index)!;
+      await h.request({ op: DataOp.Flush, flags: 0, partition: first.index, view: 0, offset: 0, length: 0 });
+    });
+  }
+
+  // ---------- snapshots ----------
+
+  /** The one-instant protocol: freeze, prepare into <id>.tmp, commit by rename, thaw. */
+  async createSnapshot(name: string, expiresAt: string | null): Promise<SnapshotRecord> {
+    const id = await this.store.reserveId();
+    const final = snapshotDir(this.store.dir, id);
+    const tmp = `${final}.tmp`;
+    await fs.promises.mkdir(tmp);
+    const createdAt = new Date().toISOString();
+    const t0 = process.hrtime.bigint();
+    let record: SnapshotRecord;
+    try {
+      await this.all((h) => h.control({ t: 'freeze' }));
+      const replies = await this.all(async (h) => ({ h, parts: await h.control<PartitionSnapshotReply[]>({ t: 'prepare', snapshotId: id, tmpDir: tmp, finalDir: final, createdAt }) }));
+      const byId = new Map<string, { h: WorkerHandle; r: PartitionSnapshotReply }>();
+      for (const { h, parts } of replies) for (const r of parts) byId.set(r.partition, { h, r });
+      const freezeMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      record = {
+        id,
+        name,
+        createdAt,
+        expiresAt,
+        size: this.volume.size,
+        blockSize: this.volume.blockSize,
+        fingerprint: this.volume.fingerprint,
+        coordinatorPid: process.pid,
+        freezeMs: Math.round(freezeMs * 1000) / 1000,
+        partitions: this.volume.partitions.map((p) => {
+          const { h, r } = byId.get(p.id)!;
+          return {
+            id: p.id,
+            worker: p.worker,
+            pid: h.pid,
+            snapshotFile: r.snapshotFile,
+            changeLogFile: r.changeLogFile,
+            snapshotBytes: r.snapshotBytes,
+            snapshotChecksum: r.snapshotChecksum,
+            changeLogHeaderCrc: r.changeLogHeaderCrc,
+          };
+        }),
+      };
+      await writeRecord(path.join(tmp, 'snapshot.json'), SNAPSHOT_KIND, { ...record });
+      await fsyncDir(tmp);
+      maybeFault('create-before-commit');
+      // The commit point: the rename makes the whole snapshot visible at once.
+      await fs.promises.rename(tmp, final);
+      await fsyncDir(snapshotsDir(this.store.dir));
+    } catch (err) {
+      await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
+      await fs.promises.rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+    await this.all((h) => h.control({ t: 'thaw', commit: true }));
+    this.store.snapshots.push(record);
+    return record;
+  }
+
+  /** Delete: merge the snapshot's logs into its predecessor's, then remove it (design.md §5). */
+  async deleteSnapshot(id: number): Promise<void> {
+    const dir = snapshotDir(this.store.dir, id);
+    await this.all((h) => h.control({ t: 'freeze' }));
+    try {
+      await this.all((h) => h.control({ t: 'delete', snapshotId: id }));
+      maybeFault('delete-after-merge');
+      // Renaming first makes the removal atomic: a leftover .deleting
+      // directory is already merged and is simply removed at the next open.
+      await fs.promises.rename(dir, `${dir}.deleting`);
+      await fsyncDir(snapshotsDir(this.store.dir));
+      await fs.promises.rm(`${dir}.deleting`, { recursive: true, force: true });
+    } finally {
+      await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
+    }
+    this.store.snapshots = this.store.snapshots.filter((s) => s.id !== id);
+  }
+
+  async restore(id: number, partitionIndexes: number[]): Promise<number> {
+    const results = await this.all((h) => h.control<{ restoredBytes: number }>({ t: 'restore', snapshotId: id, partitions: partitionIndexes }));
+    return results.reduce((a, r) => a + r.restoredBytes, 0);
+  }
+
+  /** Changed blocks as volume ranges and, when asked, backing-file ranges. */
+  async changed(from: number, to: number | null, exact: boolean): Promise<{ ranges: Range[]; fileRanges: FileRange[] }> {
+    const results = await this.all((h) => h.control<ChangedBlocks>({ t: 'changed', from, to, exact }));
+    const bs = this.volume.blockSize;
+    const ranges: Range[] = [];
+    const files = new Map<string, Range[]>();
+    for (const r of results) {
+      for (const p of r.partitions) {
+        const part = this.volume.partitions[p.index];
+        const local = mergeRanges(p.blocks.map((b) => ({ offset: b * bs, length: bs })));
+        for (const l of local) {
+          ranges.push({ offset: part.volumeOffset + l.offset, length: l.length });
+          for (const s of mapPartitionRange(part.extents, l.offset, l.length)) {
+            const file = part.extents[s.extent].file;
+            files.set(file, [...(files.get(file) ?? []), { offset: s.fileOffset, length: s.length }]);
+          }
+        }
+      }
+    }
+    const fileRanges: FileRange[] = [];
+    for (const [file, rs] of [...files].sort((a, b) => a[0].localeCompare(b[0]))) {
+      for (const r of mergeRanges(rs)) fileRanges.push({ file, ...r });
+    }
+    return { ranges: mergeRanges(ranges), fileRanges };
+  }
+
+  /** Each worker writes its partitions straight into the output at their volume offsets. */
+  async exportTo(view: number, output: string, sparse: boolean): Promise<number> {
+    const results = await this.all((h) =>
+      h.control<{ bytes: number }>({
+        t: 'export',
+        view,
+        output,
+        sparse,
+        partitions: this.volume.partitions.filter((p) => p.worker === h.index).map((p) => ({ index: p.index, outputOffset: p.volumeOffset })),
+      }),
+    );
+    return results.reduce((a, r) => a + r.bytes, 0);
+  }
+
+  async status(): Promise<WorkerStatus[]> {
+    return this.all((h) => h.control<WorkerStatus>({ t: 'status' }));
+  }
+
+  /** Orderly close: flush everyone first, so that no worker records backing-file identity while another still writes. */
+  async close(): Promise<void> {
+    const live = [...this.workers.values()].filter((h) => h.alive);
+    await Promise.allSettled(live.map((h) => h.control({ t: 'freeze' })));
+    const results = await Promise.allSettled(live.map((h) => h.close()));
+    const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed) throw failed.reason;
+  }
+
+  kill(): void {
+    for (const h of this.workers.values()) h.kill();
+  }
+}
+
+/**
+ * Test-only fault injection: VSNAP_FAULT=<point> makes the process die at that
+ * point, to reach crash windows a random kill rarely hits.
+ */
+export function maybeFault(point: string): void {
+  if (process.env.VSNAP_FAULT === point) process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,110 @@
+// Exact-length reads over a socket. NBD is a framed byte stream: headers and
+// payloads arrive split or glued across 'data' events, so the protocol code
+// asks for exactly N bytes and this module buffers. It pauses the socket once
+// enough is buffered, which is how a slow device holds back a fast client.
+
+import type { Socket } from 'node:net';
+
+/** The stream ended (or was cancelled) before the requested bytes arrived. */
+export class EndOfStream extends Error {
+  constructor(
+    /** Bytes of the unfinished message that had arrived: 0 means a clean end between messages. */
+    readonly partial: number,
+  ) {
+    super(partial === 0 ? 'connection closed' : `connection closed mid-message (${partial} bytes of it received)`);
+    this.name = 'EndOfStream';
+  }
+}
+
+const HIGH_WATER = 1024 * 1024;
+
+export class ByteReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private ended = false;
+  private wanted = 0;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly socket: Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      if (this.buffered >= Math.max(this.wanted, HIGH_WATER)) socket.pause();
+      this.notify();
+    });
+    const end = () => {
+      this.ended = true;
+      this.notify();
+    };
+    socket.on('end', end);
+    socket.on('close', end);
+  }
+
+  /** Stop waiting: pending and later reads fail with EndOfStream. */
+  cancel(): void {
+    this.ended = true;
+    this.notify();
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Exactly n bytes, or EndOfStream. */
+  async read(n: number): Promise<Buffer> {
+    await this.fill(n, n);
+    return this.take(n);
+  }
+
+  /** Consume n bytes without keeping them (a rejected WRITE's payload), in bounded steps. */
+  async skip(n: number): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      const step = Math.min(left, HIGH_WATER);
+      await this.fill(step, n - left + step);
+      this.take(step);
+      left -= step;
+    }
+  }
+
+  private async fill(n: number, partialIfEnded: number): Promise<void> {
+    while (this.buffered < n) {
+      if (this.ended) throw new EndOfStream(this.buffered + partialIfEnded - n);
+      this.wanted = n;
+      this.socket.resume();
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+    this.wanted = 0;
+  }
+
+  private take(n: number): Buffer {
+    let out: Buffer;
+    const first = this.chunks[0];
+    if (n === 0) return Buffer.alloc(0);
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let at = 0;
+      while (at < n) {
+        const c = this.chunks[0];
+        const use = Math.min(c.length, n - at);
+        c.copy(out, at, 0, use);
+        at += use;
+        if (use === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(use);
+      }
+    }
+    this.buffered -= n;
+    if (this.buffered < HIGH_WATER && !this.ended) this.socket.resume();
+    return out;
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+}

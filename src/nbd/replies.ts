@@ -1,0 +1,111 @@
+// Encoders for everything the server sends. Each function returns one Buffer
+// holding a whole message (or a whole reply of several chunks), so a reply is
+// handed to the socket in one write and replies never interleave.
+
+import {
+  MAX_PAYLOAD_ADVERTISED,
+  MAX_STRING,
+  OPTION_REPLY_MAGIC,
+  REPLY_FLAG_DONE,
+  REPLY_TYPE,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+} from './constants.js';
+import type { BlockExtent } from '../block.js';
+
+/** UTF-8 bytes of a message, cut at a character boundary to the spec's 4096-byte string limit. */
+export function limitedUtf8(msg: string, max = MAX_STRING): Buffer {
+  const b = Buffer.from(msg, 'utf8');
+  if (b.length <= max) return b;
+  let end = max;
+  // Step back over continuation bytes (10xxxxxx) so no character is split.
+  while (end > 0 && (b[end] & 0xc0) === 0x80) end--;
+  return b.subarray(0, end);
+}
+
+export function optionReply(option: number, type: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const out = Buffer.allocUnsafe(20 + data.length);
+  out.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
+  out.writeUInt32BE(option, 8);
+  out.writeUInt32BE(type, 12);
+  out.writeUInt32BE(data.length, 16);
+  data.copy(out, 20);
+  return out;
+}
+
+export function optionError(option: number, type: number, msg: string): Buffer {
+  return optionReply(option, type, limitedUtf8(msg));
+}
+
+/** Data of REP_SERVER / NBD_INFO_NAME style answers: u32 length + name. */
+export function lengthPrefixed(s: string): Buffer {
+  const name = Buffer.from(s, 'utf8');
+  const out = Buffer.allocUnsafe(4 + name.length);
+  out.writeUInt32BE(name.length, 0);
+  name.copy(out, 4);
+  return out;
+}
+
+export function simpleReply(cookie: bigint, error: number, data?: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(16 + (data?.length ?? 0));
+  out.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+  out.writeUInt32BE(error, 4);
+  out.writeBigUInt64BE(cookie, 8);
+  data?.copy(out, 16);
+  return out;
+}
+
+function chunkHeader(out: Buffer, at: number, flags: number, type: number, cookie: bigint, length: number): void {
+  out.writeUInt32BE(STRUCTURED_REPLY_MAGIC, at);
+  out.writeUInt16BE(flags, at + 4);
+  out.writeUInt16BE(type, at + 6);
+  out.writeBigUInt64BE(cookie, at + 8);
+  out.writeUInt32BE(length, at + 16);
+}
+
+/** A chunk with no payload and DONE: the answer to a zero-length READ. */
+export function noneChunk(cookie: bigint): Buffer {
+  const out = Buffer.allocUnsafe(20);
+  chunkHeader(out, 0, REPLY_FLAG_DONE, REPLY_TYPE.NONE, cookie, 0);
+  return out;
+}
+
+/** A READ's data as OFFSET_DATA chunks of at most chunkMax bytes each; only the last carries DONE. */
+export function readChunks(cookie: bigint, offset: number, data: Buffer, chunkMax = MAX_PAYLOAD_ADVERTISED): Buffer {
+  if (data.length === 0) return noneChunk(cookie);
+  const count = Math.ceil(data.length / chunkMax);
+  const out = Buffer.allocUnsafe(count * 28 + data.length);
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const start = i * chunkMax;
+    const len = Math.min(chunkMax, data.length - start);
+    chunkHeader(out, at, i === count - 1 ? REPLY_FLAG_DONE : 0, REPLY_TYPE.OFFSET_DATA, cookie, 8 + len);
+    out.writeBigUInt64BE(BigInt(offset + start), at + 20);
+    data.copy(out, at + 28, start, start + len);
+    at += 28 + len;
+  }
+  return out;
+}
+
+export function errorChunk(cookie: bigint, error: number, msg: string): Buffer {
+  const text = limitedUtf8(msg);
+  const out = Buffer.allocUnsafe(20 + 6 + text.length);
+  chunkHeader(out, 0, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, cookie, 6 + text.length);
+  out.writeUInt32BE(error, 20);
+  out.writeUInt16BE(text.length, 24);
+  text.copy(out, 26);
+  return out;
+}
+
+export function blockStatusChunk(cookie: bigint, contextId: number, extents: readonly BlockExtent[]): Buffer {
+  const out = Buffer.allocUnsafe(20 + 4 + 8 * extents.length);
+  chunkHeader(out, 0, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, cookie, 4 + 8 * extents.length);
+  out.writeUInt32BE(contextId, 20);
+  let at = 24;
+  for (const e of extents) {
+    out.writeUInt32BE(e.length, at);
+    out.writeUInt32BE(e.flags, at + 4);
+    at += 8;
+  }
+  return out;
+}

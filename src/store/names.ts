@@ -1,0 +1,40 @@
+// Snapshot names and ids (design.md §8). Pure.
+import { UsageError } from '../errors.js';
+
+const NAME_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function checkSnapshotName(name: string, what = '--name'): void {
+  if (!NAME_RE.test(name) || /^\d+$/.test(name) || name === 'latest' || name === '.' || name === '..') {
+    throw new UsageError(
+      `${what}: a snapshot name is 1-128 of [A-Za-z0-9._:-], not all digits, not "latest" (got ${JSON.stringify(name.length > 140 ? `${name.slice(0, 140)}...` : name)})`,
+    );
+  }
+}
+
+/** UTC "YYYYMMDDTHHMMSSZ", with -2, -3 ... when taken. */
+export function defaultName(now: Date, taken: ReadonlySet<string>): string {
+  const base = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  if (!taken.has(base)) return base;
+  for (let i = 2; ; i++) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
+}
+
+export function snapshotDirName(id: number): string {
+  return String(id).padStart(8, '0');
+}
+
+export interface NamedSnapshot {
+  id: number;
+  name: string;
+}
+
+/** Resolve a reference: a name, an id (digits) or "latest". Throws UsageError (exit 2). */
+export function resolveRef<T extends NamedSnapshot>(snaps: readonly T[], ref: string): T {
+  if (ref === 'latest') {
+    const last = snaps[snaps.length - 1];
+    if (!last) throw new UsageError('snapshot "latest": the volume has no snapshots');
+    return last;
+  }
+  const found = /^\d+$/.test(ref) ? snaps.find((s) => s.id === Number(ref)) : snaps.find((s) => s.name === ref);
+  if (!found) throw new UsageError(`unknown snapshot ${JSON.stringify(ref)} (run vsnap list to see them)`);
+  return found;
+}

@@ -1,0 +1,171 @@
+// The store directory of one volume (design.md §4): volume.json, the lock,
+// committed snapshots and their records. This module handles metadata only;
+// partition data and change logs are the workers' business.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Volume } from '../manifest/layout.js';
+import { mappingOf, describeMappingChange, type NormalizedMapping } from '../manifest/layout.js';
+import { UsageError, IntegrityError } from '../errors.js';
+import { readRecord, writeRecord } from '../formats/record-json.js';
+import { fsyncDir } from '../formats/atomic.js';
+import { StoreLock } from './lock.js';
+import { snapshotDirName } from './names.js';
+
+export interface SnapshotPartitionRecord {
+  id: string;
+  worker: number;
+  pid: number;
+  snapshotFile: string;
+  changeLogFile: string;
+  snapshotBytes: number;
+  snapshotChecksum: string;
+  changeLogHeaderCrc: number;
+}
+
+export interface SnapshotRecord {
+  id: number;
+  name: string;
+  createdAt: string;
+  expiresAt: string | null;
+  size: number;
+  blockSize: number;
+  fingerprint: string;
+  coordinatorPid: number;
+  freezeMs: number;
+  partitions: SnapshotPartitionRecord[];
+}
+
+export interface VolumeRecord {
+  name: string;
+  fingerprint: string;
+  mapping: NormalizedMapping;
+  createdAt: string;
+  nextSnapshotId: number;
+}
+
+export const VOLUME_KIND = 'vsnap-volume';
+export const SNAPSHOT_KIND = 'vsnap-snapshot';
+
+export function snapshotsDir(storeDir: string): string {
+  return path.join(storeDir, 'snapshots');
+}
+
+export function snapshotDir(storeDir: string, id: number): string {
+  return path.join(snapshotsDir(storeDir), snapshotDirName(id));
+}
+
+/** Committed snapshot records in id order; skips uncommitted (.tmp) and deleting directories. */
+export async function readSnapshots(storeDir: string): Promise<SnapshotRecord[]> {
+  let names: string[];
+  try {
+    names = await fs.promises.readdir(snapshotsDir(storeDir));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const out: SnapshotRecord[] = [];
+  for (const n of names.filter((x) => /^\d{8,}$/.test(x)).sort()) {
+    const rec = await readRecord<SnapshotRecord>(path.join(snapshotsDir(storeDir), n, 'snapshot.json'), SNAPSHOT_KIND);
+    if (rec.id !== Number(n)) throw new IntegrityError(`${path.join(snapshotsDir(storeDir), n, 'snapshot.json')}: id ${rec.id} does not match its directory ${n}`);
+    out.push(rec);
+  }
+  return out.sort((a, b) => a.id - b.id);
+}
+
+export interface OpenStoreOptions {
+  command: string;
+  /** Create the store directory when missing (commands that change things). */
+  create: boolean;
+  socket?: string;
+}
+
+/**
+ * An opened, locked store. Opening checks the mapping fingerprint against
+ * volume.json and removes leftovers of interrupted creates and deletes.
+ */
+export class Store {
+  private constructor(
+    readonly volume: Volume,
+    readonly dir: string,
+    private readonly lock: StoreLock | undefined,
+    private record: VolumeRecord | undefined,
+    public snapshots: SnapshotRecord[],
+  ) {}
+
+  static async open(volume: Volume, o: OpenStoreOptions): Promise<Store> {
+    const dir = volume.storeDir;
+    if (!fs.existsSync(dir)) {
+      if (!o.create) return new Store(volume, dir, undefined, undefined, []);
+      await fs.promises.mkdir(path.join(dir, 'snapshots'), { recursive: true });
+      await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
+      await fsyncDir(dir);
+      await fsyncDir(path.dirname(dir));
+    }
+    await fs.promises.mkdir(path.join(dir, 'snapshots'), { recursive: true });
+    await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
+    const lock = await StoreLock.acquire(dir, o.command, { socket: o.socket });
+    try {
+      await Store.cleanLeftovers(dir);
+      const snapshots = await readSnapshots(dir);
+      const volFile = path.join(dir, 'volume.json');
+      let record: VolumeRecord | undefined;
+      if (fs.existsSync(volFile)) record = await readRecord<VolumeRecord>(volFile, VOLUME_KIND);
+      const mapping = mappingOf(volume);
+      if (record && record.fingerprint !== volume.fingerprint) {
+        if (snapshots.length > 0) {
+          const changes = describeMappingChange(record.mapping, mapping);
+          throw new UsageError(
+            `the manifest's mapping changed while ${snapshots.length} snapshot(s) exist; restore the old mapping or delete the snapshots:\n  ${changes.join('\n  ')}`,
+          );
+        }
+        // No snapshots: the new mapping simply replaces the old one.
+        record = { ...record, fingerprint: volume.fingerprint, mapping };
+        await writeRecord(volFile, VOLUME_KIND, { ...record });
+      }
+      if (!record) {
+        const next = snapshots.length ? snapshots[snapshots.length - 1].id + 1 : 1;
+        record = { name: volume.name, fingerprint: volume.fingerprint, mapping, createdAt: new Date().toISOString(), nextSnapshotId: next };
+        await writeRecord(volFile, VOLUME_KIND, { ...record });
+      }
+      return new Store(volume, dir, lock, record, snapshots);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  /** Uncommitted creates (.tmp) and half-removed deletes (.deleting) never count. */
+  static async cleanLeftovers(dir: string): Promise<string[]> {
+    const sdir = path.join(dir, 'snapshots');
+    const removed: string[] = [];
+    for (const n of await fs.promises.readdir(sdir)) {
+      if (n.endsWith('.tmp') || n.endsWith('.deleting')) {
+        await fs.promises.rm(path.join(sdir, n), { recursive: true, force: true });
+        removed.push(n);
+      }
+    }
+    if (removed.length) await fsyncDir(sdir);
+    return removed;
+  }
+
+  get exists(): boolean {
+    return this.record !== undefined;
+  }
+
+  /** Reserve the next snapshot id durably before it is used, so ids are never reused. */
+  async reserveId(): Promise<number> {
+    if (!this.record) throw new Error('store not created');
+    const id = Math.max(this.record.nextSnapshotId, (this.snapshots[this.snapshots.length - 1]?.id ?? 0) + 1);
+    this.record = { ...this.record, nextSnapshotId: id + 1 };
+    await writeRecord(path.join(this.dir, 'volume.json'), VOLUME_KIND, { ...this.record });
+    return id;
+  }
+
+  async reload(): Promise<void> {
+    this.snapshots = await readSnapshots(this.dir);
+  }
+
+  release(): void {
+    this.lock?.release();
+  }
+}

@@ -1,0 +1,278 @@
+// Worker process entry point: owns the partitions pinned to one worker index.
+// Control requests arrive on the IPC channel; data requests as binary frames
+// on fd 4. Only this process opens its partitions' extents and change logs.
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import { serializeError } from '../errors.js';
+import { ChangeLog } from '../formats/changelog.js';
+import {
+  DATA_FD,
+  DataOp,
+  FLAG_FUA,
+  FrameReader,
+  decodeRequest,
+  encodeReply,
+  type ControlRequestWithId,
+  type OpenRequest,
+  type WorkerMessage,
+  type WorkerStatus,
+  type ChangedBlocks,
+} from './protocol.js';
+import { PartitionEngine } from './partition.js';
+import { HandleCache } from './extent-io.js';
+import { WriteGate } from './gate.js';
+import { backingIdentity, identityChange, readState, writeState, type PartitionState } from './state.js';
+import { snapshotDirName } from '../store/names.js';
+
+const send = (m: WorkerMessage) => process.send!(m);
+
+class Worker {
+  engines = new Map<number, PartitionEngine>();
+  gate = new WriteGate();
+  handles!: HandleCache;
+  open!: OpenRequest;
+  states = new Map<string, PartitionState>();
+  private dirty: Promise<void> | undefined;
+
+  async start(o: OpenRequest): Promise<void> {
+    this.open = o;
+    this.handles = new HandleCache(true);
+    const ctx = {
+      storeDir: o.storeDir,
+      fingerprint: o.fingerprint,
+      blockSize: o.blockSize,
+      worker: o.worker,
+      gate: this.gate,
+      handles: this.handles,
+      force: o.force,
+      mutating: () => this.markUnclean(),
+    };
+    for (const spec of o.partitions) {
+      const engine = new PartitionEngine(spec, ctx);
+      const prev = await readState(o.storeDir, spec.id);
+      const clean = prev ? prev.clean : true;
+      const now = await backingIdentity(spec.extents.map((e) => e.path));
+      const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), backing: now, logs: {}, stale: [] };
+      // Only a clean close recorded the files as vsnap left them; after a
+      // crash the last writes were our own and cannot be told apart.
+      const changed = prev && prev.clean ? identityChange(prev.backing, now) : undefined;
+      if (changed && o.snapshots.length) {
+        state.stale = [...new Set([...state.stale, ...o.snapshots])];
+        state.backing = now;
+        (state as PartitionState & { staleReason?: string }).staleReason = changed;
+        await writeState(o.storeDir, spec.id, state);
+      }
+      const reason = (state as PartitionState & { staleReason?: string }).staleReason ?? 'a backing file changed behind vsnap';
+      for (const id of state.stale) if (o.snapshots.includes(id)) engine.stale.set(id, reason);
+      for (const id of o.snapshots) {
+        const file = path.join(o.storeDir, 'snapshots', snapshotDirName(id), `${spec.id}.clog`);
+        const log = await ChangeLog.open(file, {
+          expect: { snapshotId: id, partitionId: spec.id, blockSize: o.blockSize, fingerprint: o.fingerprint },
+          blockCount: spec.length / o.blockSize,
+          cleanClose: clean,
+          expectedLength: clean ? state.logs[String(id)] : undefined,
+        });
+        engine.logs.push({ id, log });
+      }
+      this.states.set(spec.id, state);
+      this.engines.set(spec.index, engine);
+    }
+  }
+
+  /** Before the first change: record that this worker is writing, durably. */
+  markUnclean(): Promise<void> {
+    if (!this.dirty) {
+      this.dirty = (async () => {
+        for (const [id, s] of this.states) {
+          s.clean = false;
+          s.pid = process.pid;
+          s.updatedAt = new Date().toISOString();
+          await writeState(this.open.storeDir, id, s);
+        }
+      })();
+    }
+    return this.dirty;
+  }
+
+  engine(index: number): PartitionEngine {
+    const e = this.engines.get(index);
+    if (!e) throw new Error(`partition ${index} is not owned by worker ${this.open.worker}`);
+    return e;
+  }
+
+  async control(req: ControlRequestWithId): Promise<unknown> {
+    switch (req.t) {
+      case 'open':
+        await this.start(req);
+        return { pid: process.pid };
+      case 'freeze':
+        await this.gate.freeze();
+        await this.handles.sync();
+        return null;
+      case 'prepare': {
+        const out = [];
+        for (const e of this.engines.values()) out.push(await e.prepare(req.snapshotId, req.tmpDir, req.createdAt));
+        return out;
+      }
+      case 'thaw': {
+        // The coordinator sends thaw only after the commit point is durable.
+        const id = this.pendingId;
+        for (const e of this.engines.values()) await e.finishPrepare(req.commit, id ?? 0, this.pendingFinal ?? '');
+        this.pendingId = undefined;
+        this.gate.thaw();
+        return null;
+      }
+      case 'delete': {
+        let moved = 0;
+        for (const e of this.engines.values()) if (e.logs.some((l) => l.id === req.snapshotId)) moved += await e.deleteSnapshot(req.snapshotId);
+        return { moved };
+      }
+      case 'restore': {
+        let bytes = 0;
+        for (const e of this.engines.values()) if (req.partitions.includes(e.spec.index)) bytes += await e.restore(req.snapshotId);
+        return { restoredBytes: bytes };
+      }
+      case 'changed': {
+        const out: ChangedBlocks = { partitions: [] };
+        for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
+        return out;
+      }
+      case 'export':
+        return this.exportTo(req.view, req.output, req.partitions, req.sparse);
+      case 'status': {
+        const s: WorkerStatus = {
+          pid: process.pid,
+          rss: process.memoryUsage().rss,
+          partitions: [...this.engines.values()].map((e) => ({
+            id: e.spec.id,
+            clean: this.states.get(e.spec.id)?.clean ?? true,
+            stale: [...e.stale.keys()],
+            loggedBlocks: e.logs.reduce((a, l) => a + l.log.count, 0),
+          })),
+        };
+        return s;
+      }
+      case 'close':
+        await this.close();
+        return null;
+    }
+  }
+
+  pendingId: number | undefined;
+  pendingFinal: string | undefined;
+
+  async exportTo(view: number, output: string, parts: { index: number; outputOffset: number }[], sparse: boolean): Promise<{ bytes: number }> {
+    const fh = await fs.promises.open(output, 'r+');
+    let bytes = 0;
+    try {
+      const chunk = 4 << 20;
+      for (const p of parts) {
+        const e = this.engine(p.index);
+        for (let off = 0; off < e.spec.length; off += chunk) {
+          const n = Math.min(chunk, e.spec.length - off);
+          const buf = await e.read(view, off, n);
+          bytes += n;
+          // Leave all-zero chunks as holes, as qemu-img convert -S does.
+          if (sparse && isZero(buf)) continue;
+          await fh.write(buf, 0, n, p.outputOffset + off);
+        }
+      }
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    return { bytes };
+  }
+
+  async close(): Promise<void> {
+    await this.gate.freeze();
+    await this.handles.sync();
+    const ids = new Map<string, Awaited<ReturnType<typeof backingIdentity>>>();
+    for (const e of this.engines.values()) {
+      const s = this.states.get(e.spec.id)!;
+      const logs: Record<string, number> = {};
+      for (const l of e.logs) logs[String(l.id)] = l.log.byteLength;
+      await e.closeLogs();
+      if (!this.dirty && s.clean) continue;
+      ids.set(e.spec.id, await backingIdentity(e.spec.extents.map((x) => x.path)));
+      await writeState(this.open.storeDir, e.spec.id, {
+        ...s,
+        clean: true,
+        pid: process.pid,
+        updatedAt: new Date().toISOString(),
+        backing: ids.get(e.spec.id)!,
+        logs,
+        stale: [...e.stale.keys()],
+      });
+    }
+    await this.handles.closeAll();
+  }
+}
+
+function isZero(buf: Buffer): boolean {
+  // Compare 8 bytes at a time where aligned; a zero check is far cheaper than a write.
+  const words = Math.floor(buf.length / 8);
+  const view = new BigUint64Array(buf.buffer, buf.byteOffset, buf.byteOffset % 8 === 0 ? words : 0);
+  for (let k = 0; k < view.length; k++) if (view[k] !== 0n) return false;
+  for (let k = view.length * 8; k < buf.length; k++) if (buf[k] !== 0) return false;
+  return true;
+}
+
+const worker = new Worker();
+
+process.on('message', (raw: unknown) => {
+  const req = raw as ControlRequestWithId;
+  if (req.t === 'prepare') {
+    worker.pendingId = req.snapshotId;
+    worker.pendingFinal = req.finalDir;
+  }
+  worker.control(req).then(
+    (value) => {
+      send({ t: 'reply', reqId: req.reqId, ok: true, value: value ?? null });
+    },
+    (err) => send({ t: 'reply', reqId: req.reqId, ok: false, error: serializeError(err) }),
+  );
+});
+
+const data = new net.Socket({ fd: DATA_FD, readable: true, writable: true });
+const reader = new FrameReader((frame) => {
+  const r = decodeRequest(frame);
+  // Socket reads hand out fresh buffers, so the payload can be kept without a copy.
+  const payload = r.payload;
+  let work: Promise<Buffer | undefined>;
+  try {
+    const e = worker.engine(r.partition);
+    switch (r.op) {
+      case DataOp.Read:
+        work = e.read(r.view, r.offset, r.length);
+        break;
+      case DataOp.Write:
+        work = e.write(r.offset, payload ?? Buffer.alloc(0), (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+        break;
+      case DataOp.Zero:
+        work = e.zero(r.offset, r.length, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+        break;
+      case DataOp.Flush:
+        work = worker.handles.sync().then(() => undefined);
+        break;
+      default:
+        throw new Error(`unknown data op ${r.op}`);
+    }
+  } catch (err) {
+    work = Promise.reject(err);
+  }
+  work.then(
+    (buf) => {
+      for (const b of encodeReply(r.reqId, true, buf)) data.write(b);
+    },
+    (err) => {
+      for (const b of encodeReply(r.reqId, false, Buffer.from(JSON.stringify(serializeError(err))))) data.write(b);
+    },
+  );
+});
+data.on('data', (chunk: Buffer) => reader.push(chunk));
+data.on('error', () => process.exit(1));
+process.on('disconnect', () => process.exit(0));
+
+send({ t: 'ready', pid: process.pid });

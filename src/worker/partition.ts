@@ -1,0 +1,364 @@
+// One partition's copy-on-write engine (design.md §5), run inside the worker
+// that owns it.
+//
+// Block states for block b with snapshots S1..Sn and change logs L1..Ln:
+//   - b in L_n: already copied since the newest snapshot; writes go in place.
+//   - b pending: its old content is being appended to L_n; writers of b wait
+//     for that one copy (so concurrent writes never copy a block twice).
+//   - otherwise: the first write of b copies the whole old block into L_n,
+//     waits until the record is durable (fdatasync in a batch shared with
+//     other writers: group commit), and only then writes in place.
+// A snapshot S_i reads b from the first of L_i..L_n holding it, else from the
+// live source.
+import path from 'node:path';
+import { ChangeLog } from '../formats/changelog.js';
+import { writePartitionSnapshot } from '../formats/psnap.js';
+import { UsageError, StaleError } from '../errors.js';
+import { blockSpan } from '../volume-map.js';
+import type { PartitionSpec, PartitionSnapshotReply } from './protocol.js';
+import { ExtentIO, HandleCache } from './extent-io.js';
+import { WriteGate } from './gate.js';
+import { backingIdentity } from './state.js';
+
+export interface LogEntry {
+  id: number;
+  log: ChangeLog;
+}
+
+export interface EngineContext {
+  storeDir: string;
+  fingerprint: string;
+  blockSize: number;
+  worker: number;
+  gate: WriteGate;
+  handles: HandleCache;
+  force: boolean;
+  /** Called before the first change; marks the partition state unclean. */
+  mutating(): Promise<void>;
+}
+
+interface QueuedCopy {
+  log: ChangeLog;
+  records: { block: number; data: Buffer }[];
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+const ZERO_CHUNK = Buffer.alloc(4 << 20);
+
+export class PartitionEngine {
+  readonly io: ExtentIO;
+  readonly blockCount: number;
+  logs: LogEntry[] = [];
+  stale = new Map<number, string>();
+  private pendingCopies = new Map<number, Promise<void>>();
+  private queue: QueuedCopy[] = [];
+  private pumping = false;
+  private prepared: ChangeLog | undefined;
+
+  constructor(
+    readonly spec: PartitionSpec,
+    private readonly ctx: EngineContext,
+  ) {
+    this.io = new ExtentIO(spec.extents, ctx.handles);
+    this.blockCount = spec.length / ctx.blockSize;
+  }
+
+  get blockSize(): number {
+    return this.ctx.blockSize;
+  }
+
+  private logIndex(view: number): number {
+    const i = this.logs.findIndex((l) => l.id === view);
+    if (i < 0) throw new UsageError(`snapshot ${view} does not exist`);
+    return i;
+  }
+
+  checkFresh(view: number): void {
+    const why = this.stale.get(view);
+    if (why !== undefined && !this.ctx.force) {
+      throw new StaleError(`snapshot ${view} is stale for partition ${this.spec.id}: ${why} (a write that bypassed vsnap; use --force to read it anyway)`);
+    }
+  }
+
+  /** The first log at or after index i holding block b. */
+  private findLog(i: number, b: number): ChangeLog | undefined {
+    for (let j = i; j < this.logs.length; j++) if (this.logs[j].log.has(b)) return this.logs[j].log;
+    return undefined;
+  }
+
+  async read(view: number, off: number, len: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(len);
+    if (len === 0) return out;
+    if (view === 0) {
+      await this.io.read(off, len, out, 0);
+      return out;
+    }
+    const i = this.logIndex(view);
+    this.checkFresh(view);
+    await this.readView(i, off, len, out, 0);
+    return out;
+  }
+
+  private async readView(i: number, off: number, len: number, out: Buffer, outOff: number): Promise<void> {
+    const bs = this.blockSize;
+    const { first, last } = blockSpan(off, len, bs);
+    const jobs: Promise<void>[] = [];
+    let run: number[] = [];
+    const flushRun = () => {
+      if (run.length === 0) return;
+      const blocks = run;
+      run = [];
+      const start = Math.max(off, blocks[0] * bs);
+      const end = Math.min(off + len, (blocks[blocks.length - 1] + 1) * bs);
+      jobs.push(this.readSource(i, blocks, start, end, off, out, outOff));
+    };
+    for (let b = first; b <= last; b++) {
+      const log = this.findLog(i, b);
+      if (!log) {
+        run.push(b);
+        continue;
+      }
+      flushRun();
+      const s = Math.max(off, b * bs);
+      const e = Math.min(off + len, (b + 1) * bs);
+      jobs.push(log.readRange(b, s - b * bs, e - s, out, outOff + s - off));
+    }
+    flushRun();
+    await Promise.all(jobs);
+  }
+
+  /** Read blocks that no log held from the source, then fix up any a concurrent write copied meanwhile. */
+  private async readSource(i: number, blocks: number[], start: number, end: number, off: number, out: Buffer, outOff: number): Promise<void> {
+    await this.io.read(start, end - start, out, outOff + start - off);
+    // A write may have copied and overwritten one of these blocks while we
+    // read. Its in-place write starts only after the copy is in the newest
+    // log, so a block still absent from every log was read untouched.
+    const bs = this.blockSize;
+    for (const b of blocks) {
+      const log = this.findLog(i, b);
+      if (!log) continue;
+      const s = Math.max(start, b * bs);
+      const e = Math.min(end, (b + 1) * bs);
+      await log.readRange(b, s - b * bs, e - s, out, outOff + s - off);
+    }
+  }
+
+  async write(off: number, data: Buffer, fua: boolean): Promise<void> {
+    if (data.length === 0) return;
+    await this.ctx.gate.enter();
+    try {
+      await this.ctx.mutating();
+      const newest = this.logs[this.logs.length - 1];
+      if (newest) await this.copyOnWrite(newest.log, off, data.length);
+      const touched = await this.io.write(off, data);
+      if (fua) await this.ctx.handles.sync(touched);
+    } finally {
+      this.ctx.gate.leave();
+    }
+  }
+
+  async zero(off: number, len: number, fua: boolean): Promise<void> {
+    for (let pos = 0; pos < len; pos += ZERO_CHUNK.length) {
+      const n = Math.min(ZERO_CHUNK.length, len - pos);
+      await this.write(off + pos, ZERO_CHUNK.subarray(0, n), fua);
+    }
+  }
+
+  private async copyOnWrite(log: ChangeLog, off: number, len: number): Promise<void> {
+    const bs = this.blockSize;
+    const { first, last } = blockSpan(off, len, bs);
+    const waits: Promise<void>[] = [];
+    let runStart = -1;
+    const flushRun = (endExclusive: number) => {
+      if (runStart < 0) return;
+      const p = this.copyRun(log, runStart, endExclusive);
+      for (let b = runStart; b < endExclusive; b++) this.pendingCopies.set(b, p);
+      const blocks = [runStart, endExclusive];
+      void p.then(
+        () => this.forgetPending(blocks[0], blocks[1], p),
+        () => this.forgetPending(blocks[0], blocks[1], p),
+      );
+      waits.push(p);
+      runStart = -1;
+    };
+    for (let b = first; b <= last; b++) {
+      if (log.has(b)) {
+        flushRun(b);
+        continue;
+      }
+      const pending = this.pendingCopies.get(b);
+      if (pending) {
+        flushRun(b);
+        waits.push(pending);
+        continue;
+      }
+      if (runStart < 0) runStart = b;
+    }
+    flushRun(last + 1);
+    await Promise.all(waits);
+  }
+
+  private forgetPending(from: number, to: number, p: Promise<void>): void {
+    for (let b = from; b < to; b++) if (this.pendingCopies.get(b) === p) this.pendingCopies.delete(b);
+  }
+
+  /** Copy blocks [from, to) into the log: one source read, records durable on return. */
+  private async copyRun(log: ChangeLog, from: number, to: number): Promise<void> {
+    const bs = this.blockSize;
+    const buf = Buffer.allocUnsafe((to - from) * bs);
+    await this.io.read(from * bs, buf.length, buf, 0);
+    const records: { block: number; data: Buffer }[] = [];
+    for (let b = from; b < to; b++) records.push({ block: b, data: buf.subarray((b - from) * bs, (b - from + 1) * bs) });
+    await new Promise<void>((resolve, reject) => {
+      this.queue.push({ log, records, resolve, reject });
+      void this.pump();
+    });
+  }
+
+  /**
+   * Group commit: whatever copies queued while the previous batch was being
+   * synced go out together as one append and one fdatasync.
+   */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length) {
+        const items = this.queue.splice(0);
+        const byLog = new Map<ChangeLog, QueuedCopy[]>();
+        for (const it of items) byLog.set(it.log, [...(byLog.get(it.log) ?? []), it]);
+        for (const [log, group] of byLog) {
+          try {
+            await log.appendBatch(group.flatMap((g) => g.records));
+            for (const g of group) g.resolve();
+          } catch (err) {
+            for (const g of group) g.reject(err);
+          }
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  // ---------- snapshots ----------
+
+  async prepare(snapshotId: number, tmpDir: string, createdAt: string): Promise<PartitionSnapshotReply> {
+    await this.ctx.mutating();
+    const clogName = `${this.spec.id}.clog`;
+    const psnapName = `${this.spec.id}.psnap`;
+    const log = await ChangeLog.create(path.join(tmpDir, clogName), {
+      snapshotId,
+      partitionId: this.spec.id,
+      blockSize: this.blockSize,
+      fingerprint: this.ctx.fingerprint,
+      createdAtMs: Date.parse(createdAt),
+    });
+    this.prepared = log;
+    const ids = await backingIdentity(this.spec.extents.map((e) => e.path));
+    const { bytes, checksum } = await writePartitionSnapshot(path.join(tmpDir, psnapName), {
+      volumeFingerprint: this.ctx.fingerprint,
+      snapshotId,
+      partitionId: this.spec.id,
+      length: this.spec.length,
+      blockSize: this.blockSize,
+      extents: this.spec.extents.map((e) => {
+        const id = ids.find((x) => x.path === e.path)!;
+        return { file: e.file, path: e.path, offset: e.offset, length: e.length, backing: { dev: id.dev, ino: id.ino, size: id.size, mtimeMs: id.mtimeMs, ctimeMs: id.ctimeMs } };
+      }),
+      worker: this.ctx.worker,
+      pid: process.pid,
+      createdAt,
+      changeLogFile: clogName,
+      changeLogHeaderCrc: log.headerCrc,
+    });
+    return { partition: this.spec.id, snapshotFile: psnapName, changeLogFile: clogName, snapshotBytes: bytes, snapshotChecksum: checksum, changeLogHeaderCrc: log.headerCrc };
+  }
+
+  /** After the commit point the new log becomes the newest; after an abort it is dropped. */
+  async finishPrepare(commit: boolean, snapshotId: number, finalDir: string): Promise<void> {
+    const log = this.prepared;
+    this.prepared = undefined;
+    if (!log) return;
+    await log.close();
+    if (!commit) return;
+    const reopened = await ChangeLog.open(path.join(finalDir, `${this.spec.id}.clog`), {
+      expect: { snapshotId, partitionId: this.spec.id, blockSize: this.blockSize, fingerprint: this.ctx.fingerprint },
+      blockCount: this.blockCount,
+      cleanClose: true,
+    });
+    this.logs.push({ id: snapshotId, log: reopened });
+  }
+
+  /** Delete S_i: move L_i's blocks that L_{i-1} lacks into L_{i-1}, then drop L_i. */
+  async deleteSnapshot(id: number): Promise<number> {
+    const i = this.logIndex(id);
+    await this.ctx.mutating();
+    let moved = 0;
+    if (i > 0) moved = await ChangeLog.mergeFrom(this.logs[i - 1].log, this.logs[i].log);
+    await this.logs[i].log.close();
+    this.logs.splice(i, 1);
+    this.stale.delete(id);
+    return moved;
+  }
+
+  /** Blocks changed since S_from (up to S_to, or live). */
+  async changedBlocks(from: number, to: number | null, exact: boolean): Promise<number[]> {
+    const i = this.logIndex(from);
+    const k = to === null ? this.logs.length : this.logIndex(to);
+    const set = new Set<number>();
+    for (let j = i; j < k; j++) for (const b of this.logs[j].log.blocks()) set.add(b);
+    const blocks = [...set].sort((a, b) => a - b);
+    if (!exact) return blocks;
+    const bs = this.blockSize;
+    const out: number[] = [];
+    for (const b of blocks) {
+      const before = Buffer.allocUnsafe(bs);
+      await this.readView(i, b * bs, bs, before, 0);
+      const after = Buffer.allocUnsafe(bs);
+      if (to === null) await this.io.read(b * bs, bs, after, 0);
+      else await this.readView(k, b * bs, bs, after, 0);
+      if (!before.equals(after)) out.push(b);
+    }
+    return out;
+  }
+
+  /** Restore S_id: write its view of every block changed since into the live volume, through COW. */
+  async restore(id: number, onProgress?: (bytes: number) => void): Promise<number> {
+    const i = this.logIndex(id);
+    this.checkFresh(id);
+    const set = new Set<number>();
+    for (let j = i; j < this.logs.length; j++) for (const b of this.logs[j].log.blocks()) set.add(b);
+    const blocks = [...set].sort((a, b) => a - b);
+    const bs = this.blockSize;
+    // Contiguous blocks restore as one read and one write of up to 4 MiB.
+    const maxRun = Math.max(1, Math.floor((4 << 20) / bs));
+    const runs: [number, number][] = [];
+    for (const b of blocks) {
+      const r = runs[runs.length - 1];
+      if (r && r[1] === b && r[1] - r[0] < maxRun) r[1] = b + 1;
+      else runs.push([b, b + 1]);
+    }
+    let next = 0;
+    let done = 0;
+    const lane = async () => {
+      while (next < runs.length) {
+        const [a, z] = runs[next++];
+        const buf = Buffer.allocUnsafe((z - a) * bs);
+        await this.readView(i, a * bs, buf.length, buf, 0);
+        await this.write(a * bs, buf, false);
+        done += buf.length;
+        onProgress?.(buf.length);
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, lane));
+    await this.ctx.handles.sync();
+    return done;
+  }
+
+  async closeLogs(): Promise<void> {
+    await Promise.all(this.logs.map((l) => l.log.close()));
+    if (this.prepared) await this.prepared.close();
+  }
+}
