@@ -29,10 +29,15 @@ export async function withCluster<T>(
     } catch (err) {
       // Close cleanly even after a failed operation (a usage error mid-way
       // leaves the workers healthy); a dead worker just stays dead.
-      await cluster.close().catch(() => cluster.kill());
+      const closed = await cluster.close().then(
+        () => true,
+        () => (cluster.kill(), false),
+      );
+      if (closed) await store.markClean();
       throw err;
     }
     await cluster.close();
+    await store.markClean();
     return result;
   });
 }

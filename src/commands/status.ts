@@ -11,7 +11,7 @@ export interface StatusReport {
   snapshots: number;
   latest: { id: number; name: string; createdAt: string } | null;
   heldBy: { pid: number; command: string; socket?: string } | null;
-  partitions: { id: string; worker: number; pid: number; clean: boolean; stale: number[]; loggedBlocks: number }[];
+  partitions: { id: string; worker: number; pid: number; clean: boolean; stale: number[]; staleReason: string | null; loggedBlocks: number }[];
   workers: { worker: number; pid: number; rss: number }[];
 }
 
@@ -33,7 +33,8 @@ export async function status(manifest: string): Promise<StatusReport> {
       partitions: volume.partitions.map((p) => {
         const w = st.find((s) => s.partitions.some((x) => x.id === p.id))!;
         const ps = w.partitions.find((x) => x.id === p.id)!;
-        return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: ps.stale, loggedBlocks: ps.loggedBlocks };
+        const stale = cluster.store.stale.find((s) => s.partition === p.id);
+        return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: stale?.snapshots ?? [], staleReason: stale?.reason ?? null, loggedBlocks: ps.loggedBlocks };
       }),
       workers: [...cluster.workers.values()].map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
     };

@@ -51,6 +51,7 @@ export class Cluster {
             partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
             snapshots: store.snapshots.map((s) => s.id),
             force: opts.force ?? false,
+            stale: store.stale,
           });
         }),
       );
@@ -95,6 +96,7 @@ export class Cluster {
   }
 
   async write(offset: number, data: Buffer, fua = false): Promise<void> {
+    await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, data.length);
     await Promise.all(
       segs.map((s) =>
@@ -112,6 +114,7 @@ export class Cluster {
   }
 
   async zero(offset: number, length: number, fua = false): Promise<void> {
+    await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, length);
     await Promise.all(
       segs.map((s) =>
@@ -131,6 +134,7 @@ export class Cluster {
 
   /** The one-instant protocol: freeze, prepare into <id>.tmp, commit by rename, thaw. */
   async createSnapshot(name: string, expiresAt: string | null): Promise<SnapshotRecord> {
+    await this.store.markWriting();
     const id = await this.store.reserveId();
     const final = snapshotDir(this.store.dir, id);
     const tmp = `${final}.tmp`;
@@ -186,6 +190,7 @@ export class Cluster {
 
   /** Delete: merge the snapshot's logs into its predecessor's, then remove it (design.md §5). */
   async deleteSnapshot(id: number): Promise<void> {
+    await this.store.markWriting();
     const dir = snapshotDir(this.store.dir, id);
     await this.all((h) => h.control({ t: 'freeze' }));
     try {
@@ -203,6 +208,7 @@ export class Cluster {
   }
 
   async restore(id: number, partitionIndexes: number[]): Promise<number> {
+    await this.store.markWriting();
     const results = await this.all((h) => h.control<{ restoredBytes: number }>({ t: 'restore', snapshotId: id, partitions: partitionIndexes }));
     return results.reduce((a, r) => a + r.restoredBytes, 0);
   }

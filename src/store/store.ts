@@ -10,6 +10,7 @@ import { readRecord, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
 import { snapshotDirName } from './names.js';
+import { identities, planStale, readBacking, volumeFiles, writeBacking, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
   id: string;
@@ -90,12 +91,13 @@ export class Store {
     private readonly lock: StoreLock | undefined,
     private record: VolumeRecord | undefined,
     public snapshots: SnapshotRecord[],
+    private backing: BackingRecord | undefined,
   ) {}
 
   static async open(volume: Volume, o: OpenStoreOptions): Promise<Store> {
     const dir = volume.storeDir;
     if (!fs.existsSync(dir)) {
-      if (!o.create) return new Store(volume, dir, undefined, undefined, []);
+      if (!o.create) return new Store(volume, dir, undefined, undefined, [], undefined);
       await fs.promises.mkdir(path.join(dir, 'snapshots'), { recursive: true });
       await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
       await fsyncDir(dir);
@@ -127,7 +129,17 @@ export class Store {
         record = { name: volume.name, fingerprint: volume.fingerprint, mapping, createdAt: new Date().toISOString(), nextSnapshotId: next };
         await writeRecord(volFile, VOLUME_KIND, { ...record });
       }
-      return new Store(volume, dir, lock, record, snapshots);
+      let backing = await readBacking(dir);
+      if (backing) {
+        const stale = planStale(volume, backing, identities(volumeFiles(volume)), snapshots.map((s) => s.id));
+        if (JSON.stringify(stale) !== JSON.stringify(backing.stale)) {
+          // Remember a foreign write once seen: the next clean close records
+          // the files' new identity, and the staleness must outlive that.
+          backing = { ...backing, stale };
+          await writeBacking(dir, backing);
+        }
+      }
+      return new Store(volume, dir, lock, record, snapshots, backing);
     } catch (err) {
       lock.release();
       throw err;
@@ -159,6 +171,39 @@ export class Store {
     this.record = { ...this.record, nextSnapshotId: id + 1 };
     await writeRecord(path.join(this.dir, 'volume.json'), VOLUME_KIND, { ...this.record });
     return id;
+  }
+
+  /** Snapshots reported stale, per partition (a backing file changed behind vsnap). */
+  get stale(): StaleEntry[] {
+    const ids = new Set(this.snapshots.map((s) => s.id));
+    return (this.backing?.stale ?? []).map((s) => ({ ...s, snapshots: s.snapshots.filter((i) => ids.has(i)) })).filter((s) => s.snapshots.length);
+  }
+
+  private writing: Promise<void> | undefined;
+
+  /**
+   * Before the first change of this session (called by the coordinator on
+   * its first mutating request): from now on file changes may be our own.
+   */
+  markWriting(): Promise<void> {
+    if (!this.writing) {
+      this.backing = { clean: false, files: this.backing?.files ?? [], stale: this.stale };
+      this.writing = writeBacking(this.dir, this.backing);
+    }
+    return this.writing;
+  }
+
+  get wrote(): boolean {
+    return this.writing !== undefined;
+  }
+
+  /** After an orderly close of a session that changed something: record the files as vsnap left them. */
+  async markClean(): Promise<void> {
+    if (!this.writing) return;
+    await this.writing;
+    this.backing = { clean: true, files: identities(volumeFiles(this.volume)), stale: this.stale };
+    await writeBacking(this.dir, this.backing);
+    this.writing = undefined;
   }
 
   async reload(): Promise<void> {

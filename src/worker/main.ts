@@ -22,7 +22,7 @@ import {
 import { PartitionEngine } from './partition.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from './gate.js';
-import { backingIdentity, identityChange, readState, writeState, type PartitionState } from './state.js';
+import { readState, writeState, type PartitionState } from './state.js';
 import { snapshotDirName } from '../store/names.js';
 
 const send = (m: WorkerMessage) => process.send!(m);
@@ -52,19 +52,8 @@ class Worker {
       const engine = new PartitionEngine(spec, ctx);
       const prev = await readState(o.storeDir, spec.id);
       const clean = prev ? prev.clean : true;
-      const now = await backingIdentity(spec.extents.map((e) => e.path));
-      const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), backing: now, logs: {}, stale: [] };
-      // Only a clean close recorded the files as vsnap left them; after a
-      // crash the last writes were our own and cannot be told apart.
-      const changed = prev && prev.clean ? identityChange(prev.backing, now) : undefined;
-      if (changed && o.snapshots.length) {
-        state.stale = [...new Set([...state.stale, ...o.snapshots])];
-        state.backing = now;
-        (state as PartitionState & { staleReason?: string }).staleReason = changed;
-        await writeState(o.storeDir, spec.id, state);
-      }
-      const reason = (state as PartitionState & { staleReason?: string }).staleReason ?? 'a backing file changed behind vsnap';
-      for (const id of state.stale) if (o.snapshots.includes(id)) engine.stale.set(id, reason);
+      const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs: {} };
+      for (const st of o.stale) if (st.partition === spec.id) for (const id of st.snapshots) engine.stale.set(id, st.reason);
       for (const id of o.snapshots) {
         const file = path.join(o.storeDir, 'snapshots', snapshotDirName(id), `${spec.id}.clog`);
         const log = await ChangeLog.open(file, {
@@ -144,10 +133,10 @@ class Worker {
         const s: WorkerStatus = {
           pid: process.pid,
           rss: process.memoryUsage().rss,
+          maxRss: process.resourceUsage().maxRSS * 1024,
           partitions: [...this.engines.values()].map((e) => ({
             id: e.spec.id,
             clean: this.states.get(e.spec.id)?.clean ?? true,
-            stale: [...e.stale.keys()],
             loggedBlocks: e.logs.reduce((a, l) => a + l.log.count, 0),
           })),
         };
@@ -188,23 +177,13 @@ class Worker {
   async close(): Promise<void> {
     await this.gate.freeze();
     await this.handles.sync();
-    const ids = new Map<string, Awaited<ReturnType<typeof backingIdentity>>>();
     for (const e of this.engines.values()) {
       const s = this.states.get(e.spec.id)!;
       const logs: Record<string, number> = {};
       for (const l of e.logs) logs[String(l.id)] = l.log.byteLength;
       await e.closeLogs();
       if (!this.dirty && s.clean) continue;
-      ids.set(e.spec.id, await backingIdentity(e.spec.extents.map((x) => x.path)));
-      await writeState(this.open.storeDir, e.spec.id, {
-        ...s,
-        clean: true,
-        pid: process.pid,
-        updatedAt: new Date().toISOString(),
-        backing: ids.get(e.spec.id)!,
-        logs,
-        stale: [...e.stale.keys()],
-      });
+      await writeState(this.open.storeDir, e.spec.id, { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs });
     }
     await this.handles.closeAll();
   }

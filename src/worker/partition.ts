@@ -18,7 +18,7 @@ import { blockSpan } from '../volume-map.js';
 import type { PartitionSpec, PartitionSnapshotReply } from './protocol.js';
 import { ExtentIO, HandleCache } from './extent-io.js';
 import { WriteGate } from './gate.js';
-import { backingIdentity } from './state.js';
+import { identities } from '../store/backing.js';
 
 export interface LogEntry {
   id: number;
@@ -256,7 +256,7 @@ export class PartitionEngine {
       createdAtMs: Date.parse(createdAt),
     });
     this.prepared = log;
-    const ids = await backingIdentity(this.spec.extents.map((e) => e.path));
+    const ids = identities(this.spec.extents.map((e) => e.path));
     const { bytes, checksum } = await writePartitionSnapshot(path.join(tmpDir, psnapName), {
       volumeFingerprint: this.ctx.fingerprint,
       snapshotId,

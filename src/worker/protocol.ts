@@ -29,6 +29,8 @@ export interface OpenRequest {
   snapshots: number[];
   /** Reads of stale snapshots are allowed. */
   force: boolean;
+  /** Snapshots a foreign writer made stale, per partition id (decided by the coordinator). */
+  stale: { partition: string; snapshots: number[]; reason: string }[];
 }
 
 export interface PartitionSnapshotReply {
@@ -55,7 +57,9 @@ export type ControlRequest =
 export interface WorkerStatus {
   pid: number;
   rss: number;
-  partitions: { id: string; clean: boolean; stale: number[]; loggedBlocks: number }[];
+  /** Peak resident set size of the worker so far, bytes. */
+  maxRss: number;
+  partitions: { id: string; clean: boolean; loggedBlocks: number }[];
 }
 
 /** Partition-relative block lists per partition, for diff. */

@@ -1,0 +1,27 @@
+// npm run bench [-- --only create,write,rss --runs N --dir DIR]
+// Runs vsnap and its peers side by side in one run and prints medians and ratios.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { printRows, type Row } from './lib.js';
+import { benchCreate, benchWrite, benchRss } from './snapshots.js';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+}
+
+const only = new Set(arg('only', 'create,write,rss').split(','));
+const runs = Number(arg('runs', '3'));
+const base = arg('dir', os.tmpdir());
+const dir = fs.mkdtempSync(path.join(base, 'vsnap-bench-'));
+const rows: Row[] = [];
+process.stderr.write(`benchmarking in ${dir} (${os.cpus().length} cores, node ${process.version}), ${runs} runs each\n`);
+try {
+  if (only.has('create')) rows.push(...(await benchCreate(dir, runs)));
+  if (only.has('write')) rows.push(...(await benchWrite(dir, runs, Number(arg('write-mib', '256')))));
+  if (only.has('rss')) rows.push(...(await benchRss(dir, Number(arg('rss-mib', '1024')))));
+  printRows(`vsnap benchmarks (medians of ${runs} runs; files in ${base})`, rows);
+} finally {
+  fs.rmSync(dir, { recursive: true, force: true });
+}

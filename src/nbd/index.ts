@@ -1,0 +1,2 @@
+// The NBD server layer: fixed-newstyle NBD over any ExportProvider (block.ts).
+export { createNbdServer, type NbdServer, type NbdServerOptions, type ListenAddress } from './server.js';

@@ -1,0 +1,245 @@
+// The transmission phase of one connection: read requests in order, run them
+// concurrently against the device, answer each as soon as it completes (so
+// replies go out of order, each with its cookie). Reading stops while too many
+// requests or bytes are in flight or the socket's send buffer is full, which is
+// what bounds memory against a client that writes faster than the device.
+
+import type { Socket } from 'node:net';
+import { BlockError, type BlockDevice, type BlockExtent } from '../block.js';
+import { EndOfStream, type ByteReader } from './byte-reader.js';
+import { CMD, CMD_FLAG, ERRNO, MAX_PAYLOAD_ACCEPTED, STATE_HOLE, STATE_ZERO, BASE_ALLOCATION_ID } from './constants.js';
+import type { Negotiated } from './handshake.js';
+import { blockStatusChunk, errorChunk, noneChunk, readChunks, simpleReply } from './replies.js';
+import { REQUEST_HEADER_LENGTH, checkRequest, commandName, parseRequest, type ExportState, type Request } from './requests.js';
+
+const MAX_IN_FLIGHT = 128;
+/** Bytes of READ/WRITE payload in flight before reading pauses (one request may always run). */
+const MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
+/** A BLOCK_STATUS reply larger than this many extents is cut short, as the spec allows. */
+const MAX_EXTENTS = 65536;
+
+/** How the transmission phase ended. */
+export type TransmissionEnd = 'disc' | 'eof' | 'stopped' | 'protocol-error';
+
+export class Transmission {
+  private inFlight = 0;
+  private inFlightBytes = 0;
+  private readonly pending = new Set<Promise<void>>();
+  private wake: (() => void) | undefined;
+  private stopping = false;
+  private readonly state: ExportState;
+  private readonly device: BlockDevice;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly reader: ByteReader,
+    private readonly neg: Negotiated,
+    private readonly log: (msg: string) => void,
+  ) {
+    this.device = neg.device;
+    this.state = {
+      size: neg.device.size,
+      flags: neg.flags,
+      structuredReplies: neg.structuredReplies,
+      metaContext: neg.metaContext,
+    };
+    socket.on('drain', () => this.notify());
+    socket.on('close', () => this.notify());
+  }
+
+  /** Stop reading requests; those already read are still answered. */
+  stop(): void {
+    this.stopping = true;
+    this.reader.cancel();
+    this.notify();
+  }
+
+  /** Serve until DISC, end of stream, stop() or a framing error; resolves after every request read has been answered. */
+  async run(): Promise<TransmissionEnd> {
+    let end: TransmissionEnd;
+    try {
+      end = await this.loop();
+    } finally {
+      await Promise.all(this.pending);
+    }
+    return end;
+  }
+
+  private async loop(): Promise<TransmissionEnd> {
+    for (;;) {
+      await this.admit();
+      if (this.stopping || this.socket.destroyed) return 'stopped';
+      let req: Request | undefined;
+      try {
+        req = parseRequest(await this.reader.read(REQUEST_HEADER_LENGTH));
+      } catch (err) {
+        return this.ended(err, 'request header');
+      }
+      if (!req) {
+        this.log('bad request magic: disconnecting');
+        return 'protocol-error';
+      }
+      if (req.type === CMD.DISC) return 'disc';
+
+      const verdict = checkRequest(req, this.state);
+      let payload: Buffer | undefined;
+      if (req.type === CMD.WRITE) {
+        if (!verdict.ok && req.length > MAX_PAYLOAD_ACCEPTED) {
+          // Skipping gigabytes to keep framing is not worth it; say why, then leave.
+          this.log(`${verdict.message}: disconnecting`);
+          this.reply(req, ERRNO[verdict.errno], verdict.message);
+          return 'protocol-error';
+        }
+        try {
+          // A rejected WRITE still carries its payload; consuming it keeps the framing.
+          if (verdict.ok) payload = await this.reader.read(req.length);
+          else await this.reader.skip(req.length);
+        } catch (err) {
+          return this.ended(err, 'WRITE payload');
+        }
+      }
+      if (!verdict.ok) {
+        this.log(`${commandName(req.type)} rejected (${verdict.errno}): ${verdict.message}`);
+        this.reply(req, ERRNO[verdict.errno], verdict.message);
+        continue;
+      }
+      this.dispatch(req, verdict.offset, payload);
+    }
+  }
+
+  private ended(err: unknown, what: string): TransmissionEnd {
+    if (!(err instanceof EndOfStream)) throw err;
+    if (this.stopping) return 'stopped';
+    if (err.partial > 0) this.log(`client closed the connection inside a ${what} (${err.partial} bytes of it received)`);
+    return 'eof';
+  }
+
+  private costOf(req: Request): number {
+    return req.type === CMD.READ || req.type === CMD.WRITE ? req.length : 0;
+  }
+
+  private async admit(): Promise<void> {
+    for (;;) {
+      if (this.stopping || this.socket.destroyed) return;
+      const busy =
+        this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= MAX_IN_FLIGHT_BYTES) || this.socket.writableNeedDrain;
+      if (!busy) return;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  private dispatch(req: Request, offset: number, payload: Buffer | undefined): void {
+    const cost = this.costOf(req);
+    this.inFlight++;
+    this.inFlightBytes += cost;
+    const p = this.execute(req, offset, payload).finally(() => {
+      this.inFlight--;
+      this.inFlightBytes -= cost;
+      this.pending.delete(p);
+      this.notify();
+    });
+    this.pending.add(p);
+  }
+
+  private async execute(req: Request, offset: number, payload: Buffer | undefined): Promise<void> {
+    const fua = (req.flags & CMD_FLAG.FUA) !== 0;
+    const dev = this.device;
+    const len = req.length;
+    try {
+      switch (req.type) {
+        case CMD.READ: {
+          if (len === 0) {
+            this.send(this.state.structuredReplies ? noneChunk(req.cookie) : simpleReply(req.cookie, 0));
+            return;
+          }
+          const data = await dev.read(offset, len);
+          if (data.length !== len) throw new Error(`device read returned ${data.length} bytes, expected ${len}`);
+          this.send(this.state.structuredReplies ? readChunks(req.cookie, offset, data) : simpleReply(req.cookie, 0, data));
+          return;
+        }
+        case CMD.WRITE:
+          if (len > 0) await dev.write(offset, payload as Buffer, fua);
+          break;
+        case CMD.FLUSH:
+          await dev.flush();
+          break;
+        case CMD.TRIM:
+          if (len > 0) await dev.trim(offset, len, fua);
+          break;
+        case CMD.CACHE:
+          // Advisory prefetch; the devices have no cache to warm worth a read of up to 4 GiB.
+          break;
+        case CMD.WRITE_ZEROES:
+          // The BlockDevice interface cannot say whether zeroing is cheap, so a fast zero is
+          // never promised; clients then fall back to writing zeroes the normal way.
+          if (req.flags & CMD_FLAG.FAST_ZERO) {
+            this.reply(req, ERRNO.ENOTSUP, 'fast zeroing is not supported');
+            return;
+          }
+          if (len > 0) await dev.zero(offset, len, fua);
+          break;
+        case CMD.BLOCK_STATUS: {
+          const extents = normaliseExtents(await dev.blockStatus(offset, len), len, (req.flags & CMD_FLAG.REQ_ONE) !== 0);
+          this.send(blockStatusChunk(req.cookie, BASE_ALLOCATION_ID, extents));
+          return;
+        }
+      }
+      this.send(simpleReply(req.cookie, 0));
+    } catch (err) {
+      let errno: number;
+      if (err instanceof BlockError) {
+        errno = ERRNO[err.errno] ?? ERRNO.EIO;
+        this.log(`${commandName(req.type)} at ${offset} length ${len} failed (${err.errno}): ${err.message}`);
+        this.reply(req, errno, err.message);
+      } else {
+        const e = err as Error;
+        this.log(`${commandName(req.type)} at ${offset} length ${len} failed (EIO): ${e?.stack ?? String(err)}`);
+        // The internal message stays in the log; the client only learns it was an I/O error.
+        this.reply(req, ERRNO.EIO, 'I/O error');
+      }
+    }
+  }
+
+  /** An error answer in the form this command and negotiation call for. */
+  private reply(req: Request, errno: number, message: string): void {
+    const structured = this.state.structuredReplies && (req.type === CMD.READ || req.type === CMD.BLOCK_STATUS);
+    this.send(structured ? errorChunk(req.cookie, errno, message) : simpleReply(req.cookie, errno));
+  }
+
+  private send(buf: Buffer): void {
+    if (this.socket.destroyed || this.socket.writableEnded) return;
+    this.socket.write(buf);
+  }
+}
+
+/**
+ * Turn a device's answer into what the protocol allows: consecutive nonzero
+ * extents from the request offset, none beyond the request, base:allocation
+ * bits only, neighbours with equal flags merged; exactly one with REQ_ONE.
+ */
+export function normaliseExtents(extents: readonly BlockExtent[], length: number, reqOne: boolean): BlockExtent[] {
+  const out: BlockExtent[] = [];
+  let total = 0;
+  for (const e of extents) {
+    if (!Number.isSafeInteger(e.length) || e.length < 0) throw new Error(`device returned an extent of length ${e.length}`);
+    if (e.length === 0) continue;
+    const take = Math.min(e.length, length - total);
+    if (take <= 0) break;
+    const flags = e.flags & (STATE_HOLE | STATE_ZERO);
+    const last = out[out.length - 1];
+    if (last && last.flags === flags) last.length += take;
+    else {
+      if (out.length === MAX_EXTENTS) break;
+      out.push({ length: take, flags });
+    }
+    total += take;
+  }
+  if (out.length === 0) throw new Error('device returned no extents');
+  return reqOne ? [out[0]] : out;
+}

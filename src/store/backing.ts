@@ -1,0 +1,91 @@
+// Noticing writers that bypass vsnap (design.md §5 "stale"). Copy-on-write
+// only sees writes that come through vsnap; a program that writes a backing
+// file directly changes what old snapshots read, silently. So after every
+// orderly close the coordinator records each backing file's identity (device,
+// inode, size, mtime, ctime), and the next open compares: a difference means a
+// foreign write, and every existing snapshot of every partition on that file
+// is reported stale from then on.
+//
+// The record is marked unclean before a command that may write starts its
+// workers; after a crash the last writes were vsnap's own and cannot be told
+// apart from a foreign writer's, so no staleness is inferred then.
+import fs from 'node:fs';
+import path from 'node:path';
+import { readRecord, writeRecord } from '../formats/record-json.js';
+import type { Volume } from '../manifest/layout.js';
+
+export const BACKING_KIND = 'vsnap-backing-state';
+
+export interface BackingIdentity {
+  path: string;
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export interface StaleEntry {
+  partition: string;
+  snapshots: number[];
+  reason: string;
+}
+
+export interface BackingRecord {
+  clean: boolean;
+  files: BackingIdentity[];
+  stale: StaleEntry[];
+}
+
+export function backingPath(storeDir: string): string {
+  // Beside volume.json, not in state/, so no partition id can collide with it.
+  return path.join(storeDir, 'backing.json');
+}
+
+export function volumeFiles(volume: Volume): string[] {
+  return [...new Set(volume.partitions.flatMap((p) => p.extents.map((e) => e.path)))];
+}
+
+export function identities(paths: string[]): BackingIdentity[] {
+  return [...new Set(paths)].map((p) => {
+    const st = fs.statSync(p);
+    return { path: p, dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+  });
+}
+
+export function describeChange(before: BackingIdentity, now: BackingIdentity): string | undefined {
+  if (now.dev !== before.dev || now.ino !== before.ino) return `${before.path} was replaced by another file`;
+  if (now.size !== before.size) return `${before.path} changed size from ${before.size} to ${now.size}`;
+  if (now.mtimeMs !== before.mtimeMs || now.ctimeMs !== before.ctimeMs) {
+    return `${before.path} was modified outside vsnap at ${new Date(Math.max(now.mtimeMs, now.ctimeMs)).toISOString()}`;
+  }
+  return undefined;
+}
+
+/** Pure: which partitions' snapshots a set of changed files makes stale. */
+export function planStale(volume: Volume, prev: BackingRecord, now: BackingIdentity[], snapshotIds: number[]): StaleEntry[] {
+  const stale = prev.stale.map((s) => ({ ...s, snapshots: s.snapshots.filter((id) => snapshotIds.includes(id)) })).filter((s) => s.snapshots.length);
+  if (!prev.clean || snapshotIds.length === 0) return stale;
+  for (const b of prev.files) {
+    const n = now.find((x) => x.path === b.path);
+    const why = n ? describeChange(b, n) : undefined;
+    if (!why) continue;
+    for (const p of volume.partitions) {
+      if (!p.extents.some((e) => e.path === b.path)) continue;
+      const entry = stale.find((s) => s.partition === p.id);
+      if (entry) entry.snapshots = [...new Set([...entry.snapshots, ...snapshotIds])].sort((a, c) => a - c);
+      else stale.push({ partition: p.id, snapshots: [...snapshotIds], reason: why });
+    }
+  }
+  return stale;
+}
+
+export async function readBacking(storeDir: string): Promise<BackingRecord | undefined> {
+  const p = backingPath(storeDir);
+  if (!fs.existsSync(p)) return undefined;
+  return readRecord<BackingRecord>(p, BACKING_KIND);
+}
+
+export async function writeBacking(storeDir: string, r: BackingRecord): Promise<void> {
+  await writeRecord(backingPath(storeDir), BACKING_KIND, { ...r });
+}
