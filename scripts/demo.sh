@@ -44,8 +44,9 @@ fi
 
 # 1MiB at 63.5MiB crosses from disk-0.img into disk-1.img inside partition part1.
 offset=65024KiB
-yes 'before the snapshot' | head -c 1048576 >"$work/before.bin"
-yes 'after the snapshot' | head -c 1048576 >"$work/after.bin"
+# Not `yes | head`: under pipefail, yes dying of SIGPIPE would fail the demo.
+head -c 1048576 <(yes 'before the snapshot') >"$work/before.bin"
+head -c 1048576 <(yes 'after the snapshot') >"$work/after.bin"
 
 step "write 1MiB across the boundary between disk-0.img and disk-1.img"
 run write "$manifest" --offset "$offset" --input "$work/before.bin"

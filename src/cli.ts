@@ -13,6 +13,12 @@ import { readCmd, writeCmd } from './commands/io.js';
 import { status } from './commands/status.js';
 import { renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
 import { durationArg } from './args.js';
+import { restore } from './commands/restore.js';
+import { exportCmd } from './commands/export.js';
+import { diff } from './commands/diff.js';
+import { prune } from './commands/prune.js';
+import { progress } from './ui.js';
+import type { KeepRules } from './prune/plan.js';
 import { VERSION } from './version.js';
 
 function table(head: string[]): Table.Table {
@@ -91,6 +97,7 @@ export function buildProgram(): Command {
     });
 
   registerSnapshotCommands(program);
+  registerWorkflowCommands(program);
   return program;
 }
 
@@ -196,3 +203,118 @@ function registerSnapshotCommands(program: Command): void {
 
 // Re-exported for commands that take size flags.
 export { parseSize, Option };
+
+/** Collect a repeatable option's values. */
+function collectValues(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+const KEEP_FLAGS: [keyof KeepRules, string][] = [
+  ['last', '--keep-last'],
+  ['hourly', '--keep-hourly'],
+  ['daily', '--keep-daily'],
+  ['weekly', '--keep-weekly'],
+  ['monthly', '--keep-monthly'],
+  ['yearly', '--keep-yearly'],
+];
+
+export function addKeepOptions(cmd: Command): Command {
+  for (const [k, flag] of KEEP_FLAGS) cmd.option(`${flag} <n>`, `keep the newest snapshot of each of the last N ${k === 'last' ? 'snapshots' : k.replace('ly', '') + 's'}`.replace('dais', 'days'));
+  return cmd;
+}
+
+export function keepRules(o: Record<string, string | undefined>): KeepRules {
+  const rules: KeepRules = {};
+  for (const [k, flag] of KEEP_FLAGS) {
+    const key = `keep${k[0].toUpperCase()}${k.slice(1)}`;
+    if (o[key] !== undefined) rules[k] = intArg(flag, o[key], 0, 1_000_000, 0);
+  }
+  return rules;
+}
+
+function registerWorkflowCommands(program: Command): void {
+  program
+    .command('restore')
+    .description('make the live volume read as a snapshot again; cost follows what changed since')
+    .argument('<manifest>', 'volume manifest (JSON)')
+    .argument('<snap>', 'snapshot name, id or "latest"')
+    .option('--partition <id>', 'restore only this partition (repeatable)', collectValues, [])
+    .option('--force', 'restore a snapshot even if reported stale')
+    .option('--json', 'print JSON: {snapshot, restoredBytes}')
+    .addHelpText('after', '\nExample:\n  vsnap restore vol.json pristine\n  vsnap restore vol.json latest --partition data --json\n')
+    .action(async (manifest: string, snap: string, o) => {
+      const bar = progress('restoring');
+      let done = 0;
+      const r = await restore(manifest, snap, { partitions: o.partition, force: o.force === true, onProgress: (n) => bar.update((done += n), Math.max(done, 1)) });
+      bar.done();
+      info(`restored snapshot ${r.snapshot.id} "${r.snapshot.name}": ${formatSize(r.restoredBytes)} written`);
+      if (o.json) printJson({ snapshot: r.snapshot.id, name: r.snapshot.name, restoredBytes: r.restoredBytes, partitions: r.partitions });
+    });
+
+  program
+    .command('export')
+    .description('write a raw image of the volume as of a snapshot (or live), or each backing file with --split')
+    .argument('<manifest>', 'volume manifest (JSON)')
+    .argument('<snap>', 'snapshot name, id, "latest" or "live"')
+    .option('--output <file>', 'raw image of the whole volume (sparse)')
+    .option('--split <dir>', 'write every backing file as of the snapshot into this directory')
+    .option('--force', 'export a snapshot even if reported stale')
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nExample:\n  vsnap export vol.json before-upgrade --output /tmp/vol.raw\n  vsnap export vol.json latest --split /tmp/images\n')
+    .action(async (manifest: string, snap: string, o) => {
+      const bar = progress('exporting');
+      let done = 0;
+      let total = 1;
+      const r = await exportCmd(manifest, snap, {
+        output: o.output,
+        split: o.split,
+        force: o.force === true,
+        onTotal: (t) => (total = Math.max(1, t)),
+        onProgress: (n) => bar.update((done += n), total),
+      });
+      bar.done();
+      info(`exported ${r.snapshot === 'live' ? 'the live volume' : `snapshot ${r.snapshot.id} "${r.snapshot.name}"`}: ${formatSize(r.bytes)}`);
+      if (o.json) printJson(r);
+    });
+
+  program
+    .command('diff')
+    .description('byte ranges changed between two snapshots, or since one (to the live volume)')
+    .argument('<manifest>', 'volume manifest (JSON)')
+    .argument('<from>', 'older snapshot')
+    .argument('[to]', 'newer snapshot (default: the live volume)')
+    .option('--exact', 'drop blocks whose content is equal after all')
+    .option('--by-file', 'also give the ranges in backing-file coordinates')
+    .option('--json', 'print JSON: {from, to, ranges: [{offset, length}]}')
+    .addHelpText('after', '\nExample:\n  vsnap diff vol.json nightly-1 nightly-2 --json\n  vsnap diff vol.json pristine --by-file\n')
+    .action(async (manifest: string, from: string, to: string | undefined, o) => {
+      const r = await diff(manifest, from, to, { exact: o.exact === true, byFile: o.byFile === true });
+      if (o.json) {
+        printJson(r);
+        return;
+      }
+      info(`${r.ranges.length} ranges, ${formatSize(r.changedBytes)} changed from ${r.from} to ${r.to}`);
+      const lines = r.ranges.map((x) => `${x.offset}\t${x.length}`);
+      if (r.files) lines.push(...r.files.map((f) => `${f.file}\t${f.offset}\t${f.length}`));
+      process.stdout.write(lines.length ? `${lines.join('\n')}\n` : '');
+    });
+
+  addKeepOptions(
+    program
+      .command('prune')
+      .description('delete snapshots no keep rule keeps, and every expired one')
+      .argument('<manifest>', 'volume manifest (JSON)'),
+  )
+    .option('--dry-run', 'only say what would be deleted')
+    .option('--json', 'print JSON: {kept: [...], deleted: [...]}')
+    .addHelpText('after', '\nBuckets are in local time (TZ); weeks are ISO weeks. Expired snapshots (create --expires) always go.\n\nExample:\n  vsnap prune vol.json --keep-last 3 --keep-hourly 24 --keep-daily 7 --keep-weekly 4\n')
+    .action(async (manifest: string, o) => {
+      const r = await prune(manifest, keepRules(o), { dryRun: o.dryRun === true });
+      if (o.json) {
+        printJson({ kept: r.keep, deleted: r.delete, dryRun: r.dryRun });
+        return;
+      }
+      for (const d of r.delete) info(`${r.dryRun ? 'would delete' : 'deleted'} ${d.id} ${d.name} (${d.reasons.join('; ')})`);
+      info(`${r.keep.length} kept, ${r.delete.length} ${r.dryRun ? 'to delete' : 'deleted'}`);
+    });
+}

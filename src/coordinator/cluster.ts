@@ -9,7 +9,7 @@ import { mapVolumeRange, mapPartitionRange, mergeRanges } from '../volume-map.js
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError } from '../errors.js';
-import { DataOp, FLAG_FUA, type ChangedBlocks, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
+import { DataOp, FLAG_FUA, type ExportTarget, type ChangedBlocks, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, snapshotDir, snapshotsDir, type SnapshotRecord } from '../store/store.js';
 import { WorkerHandle } from './worker-handle.js';
 
@@ -207,9 +207,9 @@ export class Cluster {
     this.store.snapshots = this.store.snapshots.filter((s) => s.id !== id);
   }
 
-  async restore(id: number, partitionIndexes: number[]): Promise<number> {
+  async restore(id: number, partitionIndexes: number[], onProgress?: (bytes: number) => void): Promise<number> {
     await this.store.markWriting();
-    const results = await this.all((h) => h.control<{ restoredBytes: number }>({ t: 'restore', snapshotId: id, partitions: partitionIndexes }));
+    const results = await this.all((h) => h.control<{ restoredBytes: number }>({ t: 'restore', snapshotId: id, partitions: partitionIndexes }, onProgress));
     return results.reduce((a, r) => a + r.restoredBytes, 0);
   }
 
@@ -239,16 +239,13 @@ export class Cluster {
     return { ranges: mergeRanges(ranges), fileRanges };
   }
 
-  /** Each worker writes its partitions straight into the output at their volume offsets. */
-  async exportTo(view: number, output: string, sparse: boolean): Promise<number> {
+  /** Each worker copies its pieces straight into the outputs; the coordinator moves no data. */
+  async exportTo(view: number, targets: ExportTarget[], sparse: boolean, onProgress?: (bytes: number) => void): Promise<number> {
     const results = await this.all((h) =>
-      h.control<{ bytes: number }>({
-        t: 'export',
-        view,
-        output,
-        sparse,
-        partitions: this.volume.partitions.filter((p) => p.worker === h.index).map((p) => ({ index: p.index, outputOffset: p.volumeOffset })),
-      }),
+      h.control<{ bytes: number }>(
+        { t: 'export', view, sparse, targets: targets.filter((t) => this.volume.partitions[t.partition].worker === h.index) },
+        onProgress,
+      ),
     );
     return results.reduce((a, r) => a + r.bytes, 0);
   }

@@ -25,7 +25,7 @@ interface Pending<T> {
 
 export class WorkerHandle {
   private nextId = 1;
-  private readonly ctl = new Map<number, Pending<unknown>>();
+  private readonly ctl = new Map<number, Pending<unknown> & { onProgress?: (bytes: number) => void }>();
   private readonly io = new Map<number, Pending<Buffer | undefined>>();
   private readonly data: Socket;
   private deathError: Error | undefined;
@@ -43,6 +43,10 @@ export class WorkerHandle {
     this.data.on('data', (c: Buffer) => reader.push(c));
     this.data.on('error', () => {});
     child.on('message', (m: WorkerMessage) => {
+      if (m.t === 'progress') {
+        this.ctl.get(m.reqId)?.onProgress?.(m.bytes);
+        return;
+      }
       if (m.t !== 'reply') return;
       const p = this.ctl.get(m.reqId);
       if (!p) return;
@@ -86,11 +90,11 @@ export class WorkerHandle {
     return this.deathError === undefined;
   }
 
-  control<T = unknown>(req: ControlRequest): Promise<T> {
+  control<T = unknown>(req: ControlRequest, onProgress?: (bytes: number) => void): Promise<T> {
     if (this.deathError) return Promise.reject(this.deathError);
     const reqId = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.ctl.set(reqId, { resolve: resolve as (v: unknown) => void, reject });
+      this.ctl.set(reqId, { resolve: resolve as (v: unknown) => void, reject, onProgress });
       this.child.send({ ...req, reqId }, (err) => {
         if (err && this.ctl.delete(reqId)) reject(this.deathError ?? new OperationError(`worker ${this.index}: ${err.message}`));
       });

@@ -18,7 +18,9 @@ import {
   type WorkerMessage,
   type WorkerStatus,
   type ChangedBlocks,
+  type ExportTarget,
 } from './protocol.js';
+import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from './gate.js';
@@ -119,7 +121,9 @@ class Worker {
       }
       case 'restore': {
         let bytes = 0;
-        for (const e of this.engines.values()) if (req.partitions.includes(e.spec.index)) bytes += await e.restore(req.snapshotId);
+        const progress = throttledProgress(req.reqId);
+        for (const e of this.engines.values()) if (req.partitions.includes(e.spec.index)) bytes += await e.restore(req.snapshotId, progress.add);
+        progress.flush();
         return { restoredBytes: bytes };
       }
       case 'changed': {
@@ -128,7 +132,7 @@ class Worker {
         return out;
       }
       case 'export':
-        return this.exportTo(req.view, req.output, req.partitions, req.sparse);
+        return this.exportTo(req.view, req.targets, req.sparse, throttledProgress(req.reqId));
       case 'status': {
         const s: WorkerStatus = {
           pid: process.pid,
@@ -151,26 +155,33 @@ class Worker {
   pendingId: number | undefined;
   pendingFinal: string | undefined;
 
-  async exportTo(view: number, output: string, parts: { index: number; outputOffset: number }[], sparse: boolean): Promise<{ bytes: number }> {
-    const fh = await fs.promises.open(output, 'r+');
+  /** Copy the view into output files; all-zero chunks are left as holes (as qemu-img convert -S does). */
+  async exportTo(view: number, targets: ExportTarget[], sparse: boolean, progress: ReturnType<typeof throttledProgress>): Promise<{ bytes: number }> {
+    const outputs = new Map<string, FileHandle>();
     let bytes = 0;
     try {
-      const chunk = 4 << 20;
-      for (const p of parts) {
-        const e = this.engine(p.index);
-        for (let off = 0; off < e.spec.length; off += chunk) {
-          const n = Math.min(chunk, e.spec.length - off);
-          const buf = await e.read(view, off, n);
+      for (const t of targets) {
+        let fh = outputs.get(t.output);
+        if (!fh) {
+          fh = await fs.promises.open(t.output, 'r+');
+          outputs.set(t.output, fh);
+        }
+        const e = this.engine(t.partition);
+        const chunk = 4 << 20;
+        for (let off = 0; off < t.length; off += chunk) {
+          const n = Math.min(chunk, t.length - off);
+          const buf = await e.read(view, t.partOffset + off, n);
           bytes += n;
-          // Leave all-zero chunks as holes, as qemu-img convert -S does.
+          progress.add(n);
           if (sparse && isZero(buf)) continue;
-          await fh.write(buf, 0, n, p.outputOffset + off);
+          await fh.write(buf, 0, n, t.outputOffset + off);
         }
       }
-      await fh.datasync();
+      for (const fh of outputs.values()) await fh.datasync();
     } finally {
-      await fh.close();
+      for (const fh of outputs.values()) await fh.close();
     }
+    progress.flush();
     return { bytes };
   }
 
@@ -196,6 +207,24 @@ function isZero(buf: Buffer): boolean {
   for (let k = 0; k < view.length; k++) if (view[k] !== 0n) return false;
   for (let k = view.length * 8; k < buf.length; k++) if (buf[k] !== 0) return false;
   return true;
+}
+
+/** Progress of a long request, sent at most every 100 ms. */
+function throttledProgress(reqId: number): { add: (n: number) => void; flush: () => void } {
+  let pending = 0;
+  let last = 0;
+  const flush = () => {
+    if (pending > 0) send({ t: 'progress', reqId, bytes: pending });
+    pending = 0;
+    last = Date.now();
+  };
+  return {
+    add: (n: number) => {
+      pending += n;
+      if (Date.now() - last >= 100) flush();
+    },
+    flush,
+  };
 }
 
 const worker = new Worker();

@@ -50,9 +50,18 @@ export type ControlRequest =
   | { t: 'delete'; snapshotId: number }
   | { t: 'restore'; snapshotId: number; partitions: number[] }
   | { t: 'changed'; from: number; to: number | null; exact: boolean }
-  | { t: 'export'; view: number; output: string; partitions: { index: number; outputOffset: number }[]; sparse: boolean }
+  | { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean }
   | { t: 'status' }
   | { t: 'close' };
+
+/** A piece of a partition to copy into an output file (an image or a split backing file). */
+export interface ExportTarget {
+  partition: number;
+  partOffset: number;
+  length: number;
+  output: string;
+  outputOffset: number;
+}
 
 export interface WorkerStatus {
   pid: number;
@@ -71,6 +80,8 @@ export type ControlRequestWithId = ControlRequest & { reqId: number };
 
 export type WorkerMessage =
   | { t: 'ready'; pid: number }
+  /** Bytes done since the last progress message of a long request (restore, export). */
+  | { t: 'progress'; reqId: number; bytes: number }
   | { t: 'reply'; reqId: number; ok: true; value: unknown }
   | { t: 'reply'; reqId: number; ok: false; error: SerializedError };
 

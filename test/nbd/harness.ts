@@ -47,9 +47,9 @@ export interface RunResult {
 /** nbdsh runs `python3` from PATH; the Debian package installs its module for the system interpreter. */
 export const SYSTEM_PYTHON_ENV = { PATH: `/usr/bin:${process.env.PATH ?? ''}` };
 
-export function run(cmd: string, args: string[], opts: { env?: Record<string, string>; input?: Buffer; timeoutMs?: number } = {}): Promise<RunResult> {
+export function run(cmd: string, args: string[], opts: { env?: Record<string, string>; input?: Buffer; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -1,0 +1,95 @@
+// The retention planner (pure): which snapshots a prune keeps and deletes.
+//
+// Vocabulary and rules as restic and sanoid use them:
+//   --keep-last N      the N newest snapshots;
+//   --keep-hourly N    the newest snapshot of each of the N most recent hours
+//                      that have snapshots (likewise daily, weekly, monthly,
+//                      yearly); buckets are in local time (the TZ of the
+//                      process), weeks are ISO weeks starting on Monday.
+// A snapshot any rule keeps stays. Expiry (create --expires) wins over every
+// rule: an expired snapshot is always deleted, so CI snapshots cannot pile up
+// behind a keep-last. With no keep rule at all, only expired snapshots go.
+
+export interface PrunableSnapshot {
+  id: number;
+  name: string;
+  createdAt: string;
+  expiresAt: string | null;
+}
+
+export interface KeepRules {
+  last?: number;
+  hourly?: number;
+  daily?: number;
+  weekly?: number;
+  monthly?: number;
+  yearly?: number;
+}
+
+export interface PruneDecision {
+  id: number;
+  name: string;
+  createdAt: string;
+  reasons: string[];
+}
+
+export interface PrunePlan {
+  keep: PruneDecision[];
+  delete: PruneDecision[];
+}
+
+const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+
+/** ISO-8601 week of a local date: "2026-W48". */
+export function isoWeek(d: Date): string {
+  const t = new Date(d.getFullYear(), d.getMonth(), d.getDate());
+  const day = (t.getDay() + 6) % 7; // Monday = 0
+  t.setDate(t.getDate() - day + 3); // the Thursday of this week decides the year
+  const firstThursday = new Date(t.getFullYear(), 0, 4);
+  const week = 1 + Math.round(((t.getTime() - firstThursday.getTime()) / 86400000 - 3 + ((firstThursday.getDay() + 6) % 7)) / 7);
+  return `${t.getFullYear()}-W${pad(week)}`;
+}
+
+export const BUCKETS: Record<Exclude<keyof KeepRules, 'last'>, (d: Date) => string> = {
+  hourly: (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}h`,
+  daily: (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`,
+  weekly: isoWeek,
+  monthly: (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}`,
+  yearly: (d) => `${d.getFullYear()}`,
+};
+
+export function hasRules(r: KeepRules): boolean {
+  return Object.values(r).some((v) => v !== undefined);
+}
+
+export function planPrune(snapshots: readonly PrunableSnapshot[], rules: KeepRules, now: Date): PrunePlan {
+  // Newest first; ties broken by id so the plan is deterministic.
+  const sorted = [...snapshots].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || b.id - a.id);
+  const reasons = new Map<number, string[]>(sorted.map((s) => [s.id, []]));
+  const expired = new Set(sorted.filter((s) => s.expiresAt !== null && Date.parse(s.expiresAt) <= now.getTime()).map((s) => s.id));
+  const candidates = sorted.filter((s) => !expired.has(s.id));
+  if (rules.last !== undefined) candidates.slice(0, rules.last).forEach((s, i) => reasons.get(s.id)!.push(`last ${i + 1}`));
+  for (const [rule, bucket] of Object.entries(BUCKETS) as [keyof typeof BUCKETS, (d: Date) => string][]) {
+    const n = rules[rule];
+    if (n === undefined) continue;
+    const seen = new Set<string>();
+    for (const s of candidates) {
+      if (seen.size >= n) break;
+      const key = bucket(new Date(s.createdAt));
+      if (seen.has(key)) continue;
+      seen.add(key);
+      reasons.get(s.id)!.push(`${rule} ${key}`);
+    }
+  }
+  const ruled = hasRules(rules);
+  const plan: PrunePlan = { keep: [], delete: [] };
+  for (const s of [...sorted].reverse()) {
+    const r = reasons.get(s.id)!;
+    const base = { id: s.id, name: s.name, createdAt: s.createdAt };
+    if (expired.has(s.id)) plan.delete.push({ ...base, reasons: [`expired at ${s.expiresAt}`] });
+    else if (r.length) plan.keep.push({ ...base, reasons: r });
+    else if (!ruled) plan.keep.push({ ...base, reasons: ['no keep rule given'] });
+    else plan.delete.push({ ...base, reasons: ['no rule keeps it'] });
+  }
+  return plan;
+}
