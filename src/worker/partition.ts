@@ -254,7 +254,7 @@ export class PartitionEngine {
       blockSize: this.blockSize,
       fingerprint: this.ctx.fingerprint,
       createdAtMs: Date.parse(createdAt),
-    });
+    }, { blockCount: this.blockCount });
     this.prepared = log;
     const ids = identities(this.spec.extents.map((e) => e.path));
     const { bytes, checksum } = await writePartitionSnapshot(path.join(tmpDir, psnapName), {

@@ -49,7 +49,7 @@ export const SYSTEM_PYTHON_ENV = { PATH: `/usr/bin:${process.env.PATH ?? ''}` };
 
 export function run(cmd: string, args: string[], opts: { env?: Record<string, string>; input?: Buffer; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -57,7 +57,8 @@ export function run(cmd: string, args: string[], opts: { env?: Record<string, st
     child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
+      // The whole group: nbdsh is a shell script whose python child would outlive a plain kill.
+      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
       reject(new Error(`${cmd} ${args.join(' ')} timed out; stderr: ${Buffer.concat(err).toString()}`));
     }, opts.timeoutMs ?? 30_000);
     child.on('error', reject);
