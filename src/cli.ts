@@ -19,6 +19,7 @@ import { diff } from './commands/diff.js';
 import { prune } from './commands/prune.js';
 import { progress } from './ui.js';
 import type { KeepRules } from './prune/plan.js';
+import { serve } from './serve/serve.js';
 import { VERSION } from './version.js';
 
 function table(head: string[]): Table.Table {
@@ -98,6 +99,7 @@ export function buildProgram(): Command {
 
   registerSnapshotCommands(program);
   registerWorkflowCommands(program);
+  registerServe(program);
   return program;
 }
 
@@ -316,5 +318,41 @@ function registerWorkflowCommands(program: Command): void {
       }
       for (const d of r.delete) info(`${r.dryRun ? 'would delete' : 'deleted'} ${d.id} ${d.name} (${d.reasons.join('; ')})`);
       info(`${r.keep.length} kept, ${r.delete.length} ${r.dryRun ? 'to delete' : 'deleted'}`);
+    });
+}
+
+function registerServe(program: Command): void {
+  addKeepOptions(
+    program
+      .command('serve')
+      .description('serve the live volume (read-write) and every snapshot (read-only) over NBD')
+      .argument('<manifest>', 'volume manifest (JSON)')
+      .option('--socket <path>', 'Unix socket to listen on (default: <store>/nbd.sock, mode 0600)')
+      .option('--listen <host:port>', 'TCP address to listen on instead (loopback unless --allow-remote)')
+      .option('--allow-remote', 'allow --listen on a non-loopback address (NBD has no authentication)')
+      .option('--every <duration>', 'take a snapshot this often (30m, 1h, 1d), then prune with the --keep-* flags'),
+  )
+    .option('--run <cmd>', 'captive mode: run CMD with $uri and $socket set, stop, exit with its status')
+    .addHelpText(
+      'after',
+      '\nExports: "" and "live" (read-write), "snapshot/<name>", "snapshot/<id>", "snapshot/latest" (read-only).\n' +
+        'While serving, create/list/show/delete/prune/status from another shell go through the server.\n\n' +
+        'Example:\n  vsnap serve vol.json --every 1h --keep-hourly 24 --keep-daily 7\n' +
+        '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n',
+    )
+    .action(async (manifest: string, o) => {
+      const code = await serve(manifest, {
+        socket: o.socket,
+        listen: o.listen,
+        allowRemote: o.allowRemote === true,
+        everyMs: o.every === undefined ? undefined : durationArg('--every', o.every),
+        keep: keepRules(o),
+        run: o.run,
+        log: (m) => info(m),
+        onReady: (uri) => {
+          if (!o.run) process.stdout.write(`${uri}\n`);
+        },
+      });
+      process.exitCode = code;
     });
 }

@@ -3,6 +3,14 @@
 import { loadManifest } from '../manifest/load.js';
 import { Store } from '../store/store.js';
 import { Cluster } from '../coordinator/cluster.js';
+import { liveHolder } from '../store/lock.js';
+
+/** The control socket of a live `vsnap serve` holding this volume, if any. */
+export function servedBy(manifest: string): string | undefined {
+  const volume = loadManifest(manifest);
+  const holder = liveHolder(volume.storeDir);
+  return holder?.socket;
+}
 
 export async function withStore<T>(manifest: string, command: string, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
   const volume = loadManifest(manifest);

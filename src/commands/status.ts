@@ -1,7 +1,8 @@
 // vsnap status: the volume, its store, who holds it, and each partition's health.
-import { liveHolder } from '../store/lock.js';
-import { loadManifest } from '../manifest/load.js';
-import { withCluster } from './session.js';
+import { readLock } from '../store/lock.js';
+import type { Cluster } from '../coordinator/cluster.js';
+import { callServer } from '../serve/control.js';
+import { withCluster, servedBy } from './session.js';
 
 export interface StatusReport {
   name: string;
@@ -16,9 +17,15 @@ export interface StatusReport {
 }
 
 export async function status(manifest: string): Promise<StatusReport> {
-  const volume = loadManifest(manifest);
-  const holder = liveHolder(volume.storeDir);
-  return withCluster(manifest, 'status', { create: false }, async (cluster) => {
+  const remote = servedBy(manifest);
+  if (remote) return (await callServer(remote, { cmd: 'status' })) as StatusReport;
+  return withCluster(manifest, 'status', { create: false }, (cluster) => statusOn(cluster));
+}
+
+export async function statusOn(cluster: Cluster): Promise<StatusReport> {
+  const volume = cluster.volume;
+  const holder = readLock(volume.storeDir);
+  {
     const st = await cluster.status();
     const snaps = cluster.store.snapshots;
     const last = snaps[snaps.length - 1];
@@ -29,7 +36,7 @@ export async function status(manifest: string): Promise<StatusReport> {
       store: volume.storeDir,
       snapshots: snaps.length,
       latest: last ? { id: last.id, name: last.name, createdAt: last.createdAt } : null,
-      heldBy: holder ? { pid: holder.pid, command: holder.command, socket: holder.socket } : null,
+      heldBy: holder && holder.socket ? { pid: holder.pid, command: holder.command, socket: holder.socket } : null,
       partitions: volume.partitions.map((p) => {
         const w = st.find((s) => s.partitions.some((x) => x.id === p.id))!;
         const ps = w.partitions.find((x) => x.id === p.id)!;
@@ -38,5 +45,5 @@ export async function status(manifest: string): Promise<StatusReport> {
       }),
       workers: [...cluster.workers.values()].map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
     };
-  });
+  }
 }

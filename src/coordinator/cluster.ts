@@ -12,6 +12,7 @@ import { OperationError, UsageError } from '../errors.js';
 import { DataOp, FLAG_FUA, type ExportTarget, type ChangedBlocks, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, snapshotDir, snapshotsDir, type SnapshotRecord } from '../store/store.js';
 import { WorkerHandle } from './worker-handle.js';
+import { WriteGate } from '../worker/gate.js';
 
 export interface Range {
   offset: number;
@@ -24,43 +25,80 @@ export interface FileRange {
   length: number;
 }
 
+export interface ClusterOptions {
+  force?: boolean;
+  /** Respawn a worker that dies (the server); its logs are recovered on open. */
+  restartWorkers?: boolean;
+  log?: (msg: string) => void;
+}
+
 export class Cluster {
+  /** Coordinator-level gate: a snapshot waits for the volume writes in flight and holds new ones. */
+  private readonly gate = new WriteGate();
+  private closing = false;
+  private restarts: number[] = [];
+
   private constructor(
     readonly volume: Volume,
     readonly store: Store,
     readonly workers: Map<number, WorkerHandle>,
+    private readonly opts: ClusterOptions,
   ) {}
 
-  static async start(store: Store, opts: { force?: boolean } = {}): Promise<Cluster> {
-    const volume = store.volume;
-    const byWorker = new Map<number, typeof volume.partitions>();
-    for (const p of volume.partitions) byWorker.set(p.worker, [...(byWorker.get(p.worker) ?? []), p]);
-    const handles = new Map<number, WorkerHandle>();
-    const cluster = new Cluster(volume, store, handles);
+  static async start(store: Store, opts: ClusterOptions = {}): Promise<Cluster> {
+    const cluster = new Cluster(store.volume, store, new Map(), opts);
+    const indexes = [...new Set(store.volume.partitions.map((p) => p.worker))];
     try {
-      await Promise.all(
-        [...byWorker].map(async ([w, parts]) => {
-          const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
-          handles.set(w, h);
-          await h.control({
-            t: 'open',
-            storeDir: store.dir,
-            fingerprint: volume.fingerprint,
-            blockSize: volume.blockSize,
-            worker: w,
-            partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
-            snapshots: store.snapshots.map((s) => s.id),
-            force: opts.force ?? false,
-            stale: store.stale,
-          });
-        }),
-      );
+      await Promise.all(indexes.map((w) => cluster.spawnWorker(w)));
     } catch (err) {
-      for (const h of handles.values()) h.kill();
-      await Promise.all([...handles.values()].map((h) => h.exited));
+      cluster.closing = true;
+      for (const h of cluster.workers.values()) h.kill();
+      await Promise.all([...cluster.workers.values()].map((h) => h.exited));
       throw err;
     }
     return cluster;
+  }
+
+  private async spawnWorker(w: number): Promise<WorkerHandle> {
+    const parts = this.volume.partitions.filter((p) => p.worker === w);
+    const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
+    this.workers.set(w, h);
+    void h.exited.then(() => this.onWorkerExit(h));
+    await h.control({
+      t: 'open',
+      storeDir: this.store.dir,
+      fingerprint: this.volume.fingerprint,
+      blockSize: this.volume.blockSize,
+      worker: w,
+      partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
+      snapshots: this.store.snapshots.map((s) => s.id),
+      force: this.opts.force ?? false,
+      stale: this.store.stale,
+    });
+    return h;
+  }
+
+  /** After a failure that may leave workers disagreeing with the disk: restart them (server only). */
+  private resync(): void {
+    if (!this.opts.restartWorkers) return;
+    for (const h of this.workers.values()) h.kill();
+  }
+
+  /** A server restarts a dead worker, but not in a loop: at most 5 restarts a minute. */
+  private onWorkerExit(h: WorkerHandle): void {
+    if (this.closing || !this.opts.restartWorkers || this.workers.get(h.index) !== h) return;
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t) => now - t < 60_000);
+    if (this.restarts.length >= 5) {
+      this.opts.log?.(`worker ${h.index} died again; not restarting it (5 restarts in the last minute)`);
+      return;
+    }
+    this.restarts.push(now);
+    this.opts.log?.(`worker ${h.index} (pid ${h.pid}) died; restarting it`);
+    this.spawnWorker(h.index).then(
+      (n) => this.opts.log?.(`worker ${h.index} restarted as pid ${n.pid}`),
+      (err) => this.opts.log?.(`worker ${h.index} failed to restart: ${(err as Error).message}`),
+    );
   }
 
   get size(): number {
@@ -98,6 +136,15 @@ export class Cluster {
   async write(offset: number, data: Buffer, fua = false): Promise<void> {
     await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, data.length);
+    await this.gate.enter();
+    try {
+      await this.writeSegments(segs, data, fua);
+    } finally {
+      this.gate.leave();
+    }
+  }
+
+  private async writeSegments(segs: ReturnType<typeof mapVolumeRange>, data: Buffer, fua: boolean): Promise<void> {
     await Promise.all(
       segs.map((s) =>
         this.worker(s.worker).request({
@@ -116,11 +163,16 @@ export class Cluster {
   async zero(offset: number, length: number, fua = false): Promise<void> {
     await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, length);
-    await Promise.all(
-      segs.map((s) =>
-        this.worker(s.worker).request({ op: DataOp.Zero, flags: fua ? FLAG_FUA : 0, partition: s.partition, view: 0, offset: s.partOffset, length: s.length }),
-      ),
-    );
+    await this.gate.enter();
+    try {
+      await Promise.all(
+        segs.map((s) =>
+          this.worker(s.worker).request({ op: DataOp.Zero, flags: fua ? FLAG_FUA : 0, partition: s.partition, view: 0, offset: s.partOffset, length: s.length }),
+        ),
+      );
+    } finally {
+      this.gate.leave();
+    }
   }
 
   async flush(): Promise<void> {
@@ -142,6 +194,8 @@ export class Cluster {
     const createdAt = new Date().toISOString();
     const t0 = process.hrtime.bigint();
     let record: SnapshotRecord;
+    // Volume writes already sent finish first; new ones wait until the thaw.
+    await this.gate.freeze();
     try {
       await this.all((h) => h.control({ t: 'freeze' }));
       const replies = await this.all(async (h) => ({ h, parts: await h.control<PartitionSnapshotReply[]>({ t: 'prepare', snapshotId: id, tmpDir: tmp, finalDir: final, createdAt }) }));
@@ -181,10 +235,18 @@ export class Cluster {
     } catch (err) {
       await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
       await fs.promises.rm(tmp, { recursive: true, force: true });
+      this.gate.thaw();
       throw err;
     }
-    await this.all((h) => h.control({ t: 'thaw', commit: true }));
     this.store.snapshots.push(record);
+    try {
+      await this.all((h) => h.control({ t: 'thaw', commit: true }));
+    } catch (err) {
+      this.resync();
+      throw err;
+    } finally {
+      this.gate.thaw();
+    }
     return record;
   }
 
@@ -192,8 +254,9 @@ export class Cluster {
   async deleteSnapshot(id: number): Promise<void> {
     await this.store.markWriting();
     const dir = snapshotDir(this.store.dir, id);
-    await this.all((h) => h.control({ t: 'freeze' }));
+    await this.gate.freeze();
     try {
+      await this.all((h) => h.control({ t: 'freeze' }));
       await this.all((h) => h.control({ t: 'delete', snapshotId: id }));
       maybeFault('delete-after-merge');
       // Renaming first makes the removal atomic: a leftover .deleting
@@ -201,8 +264,14 @@ export class Cluster {
       await fs.promises.rename(dir, `${dir}.deleting`);
       await fsyncDir(snapshotsDir(this.store.dir));
       await fs.promises.rm(`${dir}.deleting`, { recursive: true, force: true });
+    } catch (err) {
+      // Some workers may have dropped the snapshot and others not: a server
+      // restarts them all, so each reopens the store as it is on disk.
+      this.resync();
+      throw err;
     } finally {
       await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
+      this.gate.thaw();
     }
     this.store.snapshots = this.store.snapshots.filter((s) => s.id !== id);
   }
@@ -256,6 +325,7 @@ export class Cluster {
 
   /** Orderly close: flush everyone first, so that no worker records backing-file identity while another still writes. */
   async close(): Promise<void> {
+    this.closing = true;
     const live = [...this.workers.values()].filter((h) => h.alive);
     await Promise.allSettled(live.map((h) => h.control({ t: 'freeze' })));
     const results = await Promise.allSettled(live.map((h) => h.close()));
@@ -264,6 +334,7 @@ export class Cluster {
   }
 
   kill(): void {
+    this.closing = true;
     for (const h of this.workers.values()) h.kill();
   }
 }

@@ -76,6 +76,12 @@ export class StoreLock {
         }
         continue;
       }
+      if (holder.socket) {
+        // A server holds the volume for as long as it runs: waiting is pointless.
+        throw new OperationError(
+          `volume is served by pid ${holder.pid} (vsnap serve, control socket ${holder.socket}); use its NBD exports, or run this command after the server stops`,
+        );
+      }
       if (Date.now() >= deadline) {
         throw new OperationError(
           `volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`,

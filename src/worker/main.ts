@@ -282,5 +282,8 @@ const reader = new FrameReader((frame) => {
 data.on('data', (chunk: Buffer) => reader.push(chunk));
 data.on('error', () => process.exit(1));
 process.on('disconnect', () => process.exit(0));
+// Ctrl-C reaches the whole process group; the coordinator decides how the
+// workers stop (an orderly close), so a worker ignores the signal itself.
+process.on('SIGINT', () => {});
 
 send({ t: 'ready', pid: process.pid });

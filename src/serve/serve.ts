@@ -1,0 +1,116 @@
+// vsnap serve: the live volume and every snapshot as NBD exports, the
+// catalogue commands through a control socket, periodic snapshots, and a
+// captive --run mode for CI scripts.
+import fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { loadManifest } from '../manifest/load.js';
+import { Store } from '../store/store.js';
+import { Cluster } from '../coordinator/cluster.js';
+import { createNbdServer } from '../nbd/index.js';
+import { VolumeExports } from './exports.js';
+import { startControlServer, type ControlCall } from './control.js';
+import { planListen, controlSocketPath } from './listen.js';
+import { createOn, listOn, showOn, removeOn } from '../commands/snapshots.js';
+import { pruneOn } from '../commands/prune.js';
+import { statusOn } from '../commands/status.js';
+import type { KeepRules } from '../prune/plan.js';
+
+export interface ServeOptions {
+  socket?: string;
+  listen?: string;
+  allowRemote?: boolean;
+  everyMs?: number;
+  keep: KeepRules;
+  run?: string;
+  log: (msg: string) => void;
+  /** Told the URI once listening (the CLI prints it on stdout). */
+  onReady?: (uri: string) => void;
+}
+
+/** Serve until SIGINT/SIGTERM (exit 0) or until --run's command ends (its status). */
+export async function serve(manifest: string, o: ServeOptions): Promise<number> {
+  const volume = loadManifest(manifest);
+  const where = planListen(o, volume.storeDir);
+  const control = controlSocketPath(volume.storeDir);
+  const store = await Store.open(volume, { command: 'serve', create: true, socket: control });
+  let cluster: Cluster | undefined;
+  let nbd: ReturnType<typeof createNbdServer> | undefined;
+  let ctl: Awaited<ReturnType<typeof startControlServer>> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    cluster = await Cluster.start(store, { restartWorkers: true, log: o.log });
+    const c = cluster;
+    // Catalogue changes run one at a time, in arrival order.
+    let queue: Promise<unknown> = Promise.resolve();
+    const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+      const p = queue.then(fn, fn);
+      queue = p.catch(() => {});
+      return p;
+    };
+    const handle = (call: ControlCall): Promise<unknown> =>
+      serial(async () => {
+        switch (call.cmd) {
+          case 'create':
+            return createOn(c, call);
+          case 'list':
+            return listOn(store);
+          case 'show':
+            return showOn(store, call.ref);
+          case 'delete':
+            return removeOn(c, call.refs);
+          case 'prune':
+            return pruneOn(c, call.rules, { dryRun: call.dryRun });
+          case 'status':
+            return statusOn(c);
+          default:
+            throw new Error(`unknown control command ${JSON.stringify((call as { cmd: unknown }).cmd)}`);
+        }
+      });
+    nbd = createNbdServer(new VolumeExports(c), { log: o.log });
+    await nbd.listen(where.kind === 'unix' ? { socketPath: where.socketPath } : { host: where.host, port: where.port });
+    ctl = await startControlServer(control, handle);
+    if (o.everyMs) {
+      timer = setInterval(() => {
+        void handle({ cmd: 'create' })
+          .then((s) => {
+            o.log(`periodic snapshot ${(s as { id: number }).id} taken`);
+            // Prune even without keep flags: expired snapshots (--expires) go.
+            return handle({ cmd: 'prune', rules: o.keep, dryRun: false });
+          })
+          .catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
+      }, o.everyMs);
+    }
+    o.log(`serving ${volume.name} at ${where.uri} (control socket ${control})`);
+    o.onReady?.(where.uri);
+    const code = await new Promise<number>((resolve) => {
+      const stop = (sig: string) => {
+        o.log(`${sig}: shutting down`);
+        resolve(0);
+      };
+      process.once('SIGINT', () => stop('SIGINT'));
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      if (o.run) {
+        const env: Record<string, string> = { ...(process.env as Record<string, string>), uri: where.uri, control };
+        if (where.kind === 'unix') env.socket = where.socketPath;
+        const child = spawn('/bin/sh', ['-c', o.run], { stdio: 'inherit', env });
+        child.on('exit', (status, signal) => resolve(status ?? (signal ? 128 + 15 : 1)));
+        child.on('error', (err) => {
+          o.log(`--run: ${err.message}`);
+          resolve(127);
+        });
+      }
+    });
+    return code;
+  } finally {
+    if (timer) clearInterval(timer);
+    // Requests already read are answered before the workers stop.
+    await nbd?.close().catch((err: Error) => o.log(`closing NBD: ${err.message}`));
+    await new Promise<void>((r) => (ctl ? ctl.close(() => r()) : r()));
+    fs.rmSync(control, { force: true });
+    if (cluster) {
+      await cluster.close();
+      await store.markClean();
+    }
+    store.release();
+  }
+}
