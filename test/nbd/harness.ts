@@ -88,6 +88,8 @@ export interface Served {
   readLive(): Buffer;
   /** What the server has logged so far. */
   log(): string;
+  /** The log once it satisfies test (stderr arrives after the client sees the effect), or fail after 5 s. */
+  waitForLog(test: (log: string) => boolean): Promise<string>;
 }
 
 export interface ServeOptions {
@@ -136,6 +138,11 @@ export async function withServer(opts: ServeOptions, fn: (s: Served) => Promise<
       uri: (name = '') => `nbd+unix:///${name}?socket=${socket}`,
       readLive: () => fs.readFileSync(livePath),
       log: () => stderr,
+      waitForLog: async (ok) => {
+        for (let i = 0; i < 500 && !ok(stderr); i++) await new Promise((r) => setTimeout(r, 10));
+        assert.ok(ok(stderr), `server log did not show what was expected:\n${stderr}`);
+        return stderr;
+      },
     };
     await fn(served);
     child.kill('SIGTERM');

@@ -132,7 +132,7 @@ print(h2.get_size())
 `,
     );
     assert.equal(out.trim(), `refused\n${SIZE}`);
-    assert.match(s.log(), /unknown export|export "live"/);
+    await s.waitForLog((l) => /unknown export "snapshot\/nope"/.test(l) && /export "live"/.test(l));
   });
 });
 
