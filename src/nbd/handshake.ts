@@ -199,6 +199,7 @@ export async function negotiate(
           f.end();
           const device = provider.open(name);
           if (!device) {
+            opts.log(`${option === OPT.GO ? 'GO' : 'INFO'}: unknown export ${JSON.stringify(name)}`);
             send(optionError(option, REP.ERR_UNKNOWN, `unknown export ${JSON.stringify(name)}`));
             break;
           }
