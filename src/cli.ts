@@ -20,6 +20,8 @@ import { prune } from './commands/prune.js';
 import { progress } from './ui.js';
 import type { KeepRules } from './prune/plan.js';
 import { serve } from './serve/serve.js';
+import { verify } from './commands/verify.js';
+import { IntegrityError } from './errors.js';
 import { VERSION } from './version.js';
 
 function table(head: string[]): Table.Table {
@@ -100,6 +102,7 @@ export function buildProgram(): Command {
   registerSnapshotCommands(program);
   registerWorkflowCommands(program);
   registerServe(program);
+  registerVerify(program);
   return program;
 }
 
@@ -354,5 +357,27 @@ function registerServe(program: Command): void {
         },
       });
       process.exitCode = code;
+    });
+}
+
+function registerVerify(program: Command): void {
+  program
+    .command('verify')
+    .description('read every file of the store and check it; exit 3 naming each problem')
+    .argument('<manifest>', 'volume manifest (JSON)')
+    .argument('[snap]', 'check only this snapshot')
+    .option('--json', 'print JSON: {ok, problems: [{snapshot, partition, file, message}]}')
+    .addHelpText('after', '\nExample:\n  vsnap verify vol.json\n  vsnap verify vol.json latest --json\n')
+    .action(async (manifest: string, snap: string | undefined, o) => {
+      const sp = spinner('verifying');
+      const r = await verify(manifest, snap);
+      sp.stop();
+      if (o.json) printJson(r);
+      for (const p of r.problems) info(`${c.red('problem:')} snapshot ${p.snapshot ?? '-'} partition ${p.partition ?? '-'}${p.file ? ` ${p.file}` : ''}: ${p.message}`);
+      info(`checked ${r.snapshots} snapshot(s), read ${formatSize(r.bytesRead)}: ${r.ok ? 'no problems' : `${r.problems.length} problem(s)`}`);
+      if (!r.ok) {
+        // The report is printed; exit 3 without repeating it.
+        process.exitCode = new IntegrityError('').exitCode;
+      }
     });
 }

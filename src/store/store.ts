@@ -56,7 +56,7 @@ export function snapshotDir(storeDir: string, id: number): string {
 }
 
 /** Committed snapshot records in id order; skips uncommitted (.tmp) and deleting directories. */
-export async function readSnapshots(storeDir: string): Promise<SnapshotRecord[]> {
+export async function readSnapshots(storeDir: string, onBad?: (dir: string, err: Error) => void): Promise<SnapshotRecord[]> {
   let names: string[];
   try {
     names = await fs.promises.readdir(snapshotsDir(storeDir));
@@ -66,9 +66,14 @@ export async function readSnapshots(storeDir: string): Promise<SnapshotRecord[]>
   }
   const out: SnapshotRecord[] = [];
   for (const n of names.filter((x) => /^\d{8,}$/.test(x)).sort()) {
-    const rec = await readRecord<SnapshotRecord>(path.join(snapshotsDir(storeDir), n, 'snapshot.json'), SNAPSHOT_KIND);
-    if (rec.id !== Number(n)) throw new IntegrityError(`${path.join(snapshotsDir(storeDir), n, 'snapshot.json')}: id ${rec.id} does not match its directory ${n}`);
-    out.push(rec);
+    try {
+      const rec = await readRecord<SnapshotRecord>(path.join(snapshotsDir(storeDir), n, 'snapshot.json'), SNAPSHOT_KIND);
+      if (rec.id !== Number(n)) throw new IntegrityError(`${path.join(snapshotsDir(storeDir), n, 'snapshot.json')}: id ${rec.id} does not match its directory ${n}`);
+      out.push(rec);
+    } catch (err) {
+      if (!onBad) throw err;
+      onBad(n, err as Error);
+    }
   }
   return out.sort((a, b) => a.id - b.id);
 }
@@ -78,6 +83,8 @@ export interface OpenStoreOptions {
   /** Create the store directory when missing (commands that change things). */
   create: boolean;
   socket?: string;
+  /** verify: collect unreadable snapshot records here instead of failing. */
+  onBadSnapshot?: (dir: string, err: Error) => void;
 }
 
 /**
@@ -108,7 +115,7 @@ export class Store {
     const lock = await StoreLock.acquire(dir, o.command, { socket: o.socket });
     try {
       await Store.cleanLeftovers(dir);
-      const snapshots = await readSnapshots(dir);
+      const snapshots = await readSnapshots(dir, o.onBadSnapshot);
       const volFile = path.join(dir, 'volume.json');
       let record: VolumeRecord | undefined;
       if (fs.existsSync(volFile)) record = await readRecord<VolumeRecord>(volFile, VOLUME_KIND);

@@ -22,6 +22,7 @@ import {
 } from './protocol.js';
 import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
+import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from './gate.js';
 import { readState, writeState, type PartitionState } from './state.js';
@@ -146,6 +147,8 @@ class Worker {
         };
         return s;
       }
+      case 'verify':
+        return verifyPartitions(req);
       case 'close':
         await this.close();
         return null;
@@ -186,6 +189,7 @@ class Worker {
   }
 
   async close(): Promise<void> {
+    if (!this.open) return; // a verify-only worker opened nothing
     await this.gate.freeze();
     await this.handles.sync();
     for (const e of this.engines.values()) {

@@ -52,7 +52,27 @@ export type ControlRequest =
   | { t: 'changed'; from: number; to: number | null; exact: boolean }
   | { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean }
   | { t: 'status' }
+  | VerifyRequest
   | { t: 'close' };
+
+export interface VerifyRequest {
+  t: 'verify';
+  storeDir: string;
+  fingerprint: string;
+  blockSize: number;
+  partitions: PartitionSpec[];
+  snapshots: {
+    id: number;
+    partitions: { id: string; snapshotFile: string; changeLogFile: string; snapshotChecksum: string; changeLogHeaderCrc: number }[];
+  }[];
+}
+
+export interface VerifyProblem {
+  snapshot: number | null;
+  partition: string | null;
+  file: string | null;
+  message: string;
+}
 
 /** A piece of a partition to copy into an output file (an image or a split backing file). */
 export interface ExportTarget {

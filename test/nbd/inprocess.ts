@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { BlockDevice, ExportProvider } from '../../src/block.js';
 import { createNbdServer, type NbdServer, type NbdServerOptions } from '../../src/nbd/index.js';
 import { tmpdir } from '../helpers/cli.js';
-import { FileDevice, FileExportProvider } from '../helpers/file-device.js';
+import { FileExportProvider } from '../helpers/file-device.js';
 
 export interface InProcess {
   server: NbdServer;
@@ -74,4 +74,3 @@ export function delayed(d: BlockDevice, delay: (offset: number) => number): Bloc
   };
 }
 
-export { FileDevice };
