@@ -232,6 +232,7 @@ export class Cluster {
       // The commit point: the rename makes the whole snapshot visible at once.
       await fs.promises.rename(tmp, final);
       await fsyncDir(snapshotsDir(this.store.dir));
+      maybeFault('create-after-commit'); // test-only: commit point durable, workers still frozen on the old logs
     } catch (err) {
       await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
       await fs.promises.rm(tmp, { recursive: true, force: true });
@@ -263,6 +264,7 @@ export class Cluster {
       // directory is already merged and is simply removed at the next open.
       await fs.promises.rename(dir, `${dir}.deleting`);
       await fsyncDir(snapshotsDir(this.store.dir));
+      maybeFault('delete-before-rm'); // test-only: <id>.deleting renamed and durable, not yet removed
       await fs.promises.rm(`${dir}.deleting`, { recursive: true, force: true });
     } catch (err) {
       // Some workers may have dropped the snapshot and others not: a server

@@ -19,6 +19,7 @@ import type { PartitionSpec, PartitionSnapshotReply } from './protocol.js';
 import { ExtentIO, HandleCache } from './extent-io.js';
 import { WriteGate } from './gate.js';
 import { identities } from '../store/backing.js';
+import { maybeFault } from '../coordinator/cluster.js';
 
 export interface LogEntry {
   id: number;
@@ -151,6 +152,7 @@ export class PartitionEngine {
       await this.ctx.mutating();
       const newest = this.logs[this.logs.length - 1];
       if (newest) await this.copyOnWrite(newest.log, off, data.length);
+      maybeFault('write-before-in-place'); // test-only: old blocks synced in the newest log, in-place write not started
       const touched = await this.io.write(off, data);
       if (fua) await this.ctx.handles.sync(touched);
     } finally {
@@ -296,7 +298,9 @@ export class PartitionEngine {
     const i = this.logIndex(id);
     await this.ctx.mutating();
     let moved = 0;
+    maybeFault('worker-delete-before-merge'); // test-only: partition state unclean, merge into the predecessor not started
     if (i > 0) moved = await ChangeLog.mergeFrom(this.logs[i - 1].log, this.logs[i].log);
+    maybeFault('worker-delete-after-merge'); // test-only: merge synced, snapshot's log not yet dropped, no rename yet
     await this.logs[i].log.close();
     this.logs.splice(i, 1);
     this.stale.delete(id);
