@@ -56,7 +56,8 @@ export function median(xs: number[]): number {
 }
 
 export function printRows(title: string, rows: Row[]): void {
-  const t = new Table({ head: ['benchmark', 'measure', 'median', 'unit', 'note'] });
+  // Plain borders: benchmark output is pasted into notes and logs.
+  const t = new Table({ head: ['benchmark', 'measure', 'median', 'unit', 'note'], style: { head: [], border: [] } });
   for (const r of rows) t.push([r.group, r.what, r.value >= 100 ? r.value.toFixed(0) : r.value.toFixed(2), r.unit, r.note ?? '']);
   process.stdout.write(`\n${title}\n${t.toString()}\n`);
 }
