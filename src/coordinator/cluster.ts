@@ -62,19 +62,27 @@ export class Cluster {
   private async spawnWorker(w: number): Promise<WorkerHandle> {
     const parts = this.volume.partitions.filter((p) => p.worker === w);
     const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
+    try {
+      await h.control({
+        t: 'open',
+        storeDir: this.store.dir,
+        fingerprint: this.volume.fingerprint,
+        blockSize: this.volume.blockSize,
+        worker: w,
+        partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
+        snapshots: this.store.snapshots.map((s) => s.id),
+        force: this.opts.force ?? false,
+        stale: this.store.stale,
+      });
+    } catch (err) {
+      h.kill();
+      await h.exited;
+      throw err;
+    }
+    // Only an opened worker gets requests: until then they go to the old
+    // (dead) handle and fail at once with its error.
     this.workers.set(w, h);
     void h.exited.then(() => this.onWorkerExit(h));
-    await h.control({
-      t: 'open',
-      storeDir: this.store.dir,
-      fingerprint: this.volume.fingerprint,
-      blockSize: this.volume.blockSize,
-      worker: w,
-      partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
-      snapshots: this.store.snapshots.map((s) => s.id),
-      force: this.opts.force ?? false,
-      stale: this.store.stale,
-    });
     return h;
   }
 

@@ -176,3 +176,40 @@ test('serve --listen: loopback TCP works; other addresses need --allow-remote', 
     t.cleanup();
   }
 });
+
+test('a worker killed while serving is restarted and recovers its logs; the snapshot still reads as taken', async (tt) => {
+  const skip = missing();
+  if (skip) return tt.skip(skip);
+  const t = tmpdir();
+  const fx = makeFixture(t.dir, { blockSize: 65536, scale: 1 });
+  const srv = await startServe(fx.manifest);
+  try {
+    const taken = liveFromFiles(fx);
+    assert.equal((await vsnap(['create', fx.manifest, '--name', 's'])).code, 0);
+    await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x11 0 ${fx.size}`, srv.uri]);
+    const before = JSON.parse((await vsnap(['status', fx.manifest, '--json'])).stdout);
+    const victim = before.workers.find((w: { worker: number }) => w.worker === 1);
+    process.kill(victim.pid, 'SIGKILL');
+    // Wait for the restart to show in status.
+    let after: { workers: { worker: number; pid: number }[]; partitions: { id: string; clean: boolean }[] } | undefined;
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const st = await vsnap(['status', fx.manifest, '--json']);
+      if (st.code !== 0) continue;
+      after = JSON.parse(st.stdout);
+      if (after!.workers.find((w) => w.worker === 1)!.pid !== victim.pid) break;
+    }
+    assert.notEqual(after!.workers.find((w) => w.worker === 1)!.pid, victim.pid, 'worker 1 restarted');
+    assert.match(srv.log(), /worker 1 \(pid \d+\) died; restarting it/);
+    // Both exports work again and hold the right data.
+    await runOk('qemu-io', ['-f', 'raw', '-c', `read -P 0x11 0 ${fx.size}`, '-c', 'write -P 0x22 0 4096', srv.uri]);
+    const snap = await runOk('nbdcopy', [srv.exportUri('snapshot/s'), '-'], { env: SYSTEM_PYTHON_ENV });
+    assertSameBytes(snap.stdoutBuf, taken, 'snapshot after a worker restart');
+    await srv.stop();
+    const v = await vsnap(['verify', fx.manifest]);
+    assert.equal(v.code, 0, v.stderr);
+  } finally {
+    if (srv.proc.exitCode === null) await srv.stop();
+    t.cleanup();
+  }
+});
