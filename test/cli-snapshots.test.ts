@@ -200,3 +200,37 @@ test('a worker that dies fails its requests with its index, pid, exit and partit
     t.cleanup();
   }
 });
+
+test('write --input reads pipes to their end; bad input and output paths exit 2 and change nothing', async () => {
+  const t = tmpdir();
+  const fx = makeFixture(t.dir);
+  try {
+    const data = randomBytes(70000);
+    // A FIFO has no size: vsnap must read it whole, not trust stat.
+    const fifo = path.join(t.dir, 'in.fifo');
+    const { execFileSync, spawn } = await import('node:child_process');
+    execFileSync('mkfifo', [fifo]);
+    const feeder = spawn('sh', ['-c', `cat > "${fifo}"`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    feeder.stdin.end(data);
+    const w = await vsnap(['write', fx.manifest, '--offset', '1000', '--input', fifo]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.ok(liveFromFiles(fx).subarray(1000, 71000).equals(data));
+    fs.rmSync(fifo);
+    const cases: { args: string[]; msg: RegExp }[] = [
+      { args: ['write', fx.manifest, '--offset', '0', '--input', t.dir], msg: /--input: .* is a directory/ },
+      { args: ['read', fx.manifest, '--offset', '0', '--length', '10', '--output', t.dir], msg: /--output: .* is a directory/ },
+      { args: ['read', fx.manifest, '--offset', '0', '--length', '10', '--output', path.join(t.dir, 'no', 'x')], msg: /--output: directory .* does not exist/ },
+      { args: ['export', fx.manifest, 'live', '--output', path.join(t.dir, 'no', 'x.raw')], msg: /--output: directory .* does not exist/ },
+    ];
+    for (const c of cases) {
+      const before = snapshotTree(t.dir);
+      const r = await vsnap(c.args);
+      assert.equal(r.code, 2, `${c.args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, c.msg);
+      assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+      assert.equal(snapshotTree(t.dir), before);
+    }
+  } finally {
+    t.cleanup();
+  }
+});

@@ -9,6 +9,7 @@ import type { Volume } from '../manifest/layout.js';
 import type { ExportTarget } from '../worker/protocol.js';
 import { mergeRanges } from '../volume-map.js';
 import { withCluster } from './session.js';
+import { checkOutputPath } from './io.js';
 
 export interface ExportResult {
   snapshot: { id: number; name: string } | 'live';
@@ -55,6 +56,7 @@ export async function exportCmd(
     const label = snap ? { id: snap.id, name: snap.name } : ('live' as const);
     const result: ExportResult = { snapshot: label, output: o.output ?? o.split!, bytes: 0 };
     if (o.output) {
+      checkOutputPath(o.output, '--output');
       checkOutput(volume, o.output, '--output');
       o.onTotal?.(volume.size);
       // A fresh sparse file: holes read as zeroes, so zero chunks are skipped.
@@ -80,7 +82,11 @@ export async function exportCmd(
           partOffset += e.length;
         }
       }
-      for (const dest of files.keys()) checkOutput(volume, dest, '--split');
+      if (fs.existsSync(o.split) && !fs.statSync(o.split).isDirectory()) throw new UsageError(`--split: ${o.split} is not a directory`);
+      for (const dest of files.keys()) {
+        checkOutput(volume, dest, '--split');
+        if (fs.existsSync(dest) && fs.statSync(dest).isDirectory()) throw new UsageError(`--split: ${dest} is a directory`);
+      }
       o.onTotal?.(targets.reduce((a, t) => a + t.length, 0));
       for (const [dest, f] of files) {
         fs.mkdirSync(path.dirname(dest), { recursive: true });

@@ -19,14 +19,31 @@ export interface ReadOptions {
 }
 
 async function writeOut(out: Writable, buf: Buffer): Promise<void> {
+  // once() rejects on 'error', so a failing output ends the command with its error.
   if (!out.write(buf)) await once(out, 'drain');
+}
+
+/** An output file must be creatable: its directory exists and it is not itself a directory. */
+export function checkOutputPath(file: string, flag: string): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    /* a new file */
+  }
+  if (st?.isDirectory()) throw new UsageError(`${flag}: ${file} is a directory`);
+  const dir = path.dirname(path.resolve(file));
+  if (!fs.existsSync(dir)) throw new UsageError(`${flag}: directory ${dir} does not exist`);
 }
 
 export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes: number }> {
   return withCluster(manifest, 'read', { create: false, force: o.force }, async (cluster) => {
     cluster.checkRange(o.offset, o.length);
     const view = o.snapshot === undefined ? 0 : resolveRef(cluster.store.snapshots, o.snapshot).id;
+    if (o.output) checkOutputPath(o.output, '--output');
     const out: Writable = o.output ? fs.createWriteStream(o.output) : process.stdout;
+    const failed = new Promise<never>((_, reject) => out.once('error', reject));
+    failed.catch(() => {});
     // Keep two chunks in flight so workers read while stdout drains.
     let pending: Promise<Buffer> | undefined;
     for (let pos = 0; pos < o.length || pending; ) {
@@ -90,8 +107,14 @@ export async function writeCmd(manifest: string, o: { offset: number; input?: st
       } catch (err) {
         throw new UsageError(`--input: cannot read ${o.input} (${(err as NodeJS.ErrnoException).code})`);
       }
-      if (st.size > limit) throw new UsageError(`--input: ${o.input} holds ${st.size} bytes; only ${limit} fit after --offset ${o.offset}`);
-      source = { chunks: [], spool: o.input, size: st.size };
+      if (st.isDirectory()) throw new UsageError(`--input: ${o.input} is a directory`);
+      if (st.isFile()) {
+        if (st.size > limit) throw new UsageError(`--input: ${o.input} holds ${st.size} bytes; only ${limit} fit after --offset ${o.offset}`);
+        source = { chunks: [], spool: o.input, size: st.size };
+      } else {
+        // A pipe, FIFO or character device has no size to trust: read it to its end like stdin.
+        source = await collect(fs.createReadStream(o.input), limit);
+      }
     } else {
       source = await collect(process.stdin, limit);
     }

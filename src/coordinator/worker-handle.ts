@@ -129,7 +129,7 @@ export class WorkerHandle {
     } finally {
       if (this.alive) {
         this.data.end();
-        this.child.disconnect();
+        if (this.child.connected) this.child.disconnect();
       }
       await this.exited;
     }

@@ -2,6 +2,7 @@
 // catalogue commands through a control socket, periodic snapshots, and a
 // captive --run mode for CI scripts.
 import fs from 'node:fs';
+import os from 'node:os';
 import { spawn } from 'node:child_process';
 import { loadManifest } from '../manifest/load.js';
 import { Store } from '../store/store.js';
@@ -93,7 +94,8 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
         const env: Record<string, string> = { ...(process.env as Record<string, string>), uri: where.uri, control };
         if (where.kind === 'unix') env.socket = where.socketPath;
         const child = spawn('/bin/sh', ['-c', o.run], { stdio: 'inherit', env });
-        child.on('exit', (status, signal) => resolve(status ?? (signal ? 128 + 15 : 1)));
+        // As a shell reports it: 128 + the signal's number when CMD was killed.
+        child.on('exit', (status, signal) => resolve(status ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
         child.on('error', (err) => {
           o.log(`--run: ${err.message}`);
           resolve(127);
