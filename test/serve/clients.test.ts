@@ -213,3 +213,31 @@ test('a worker killed while serving is restarted and recovers its logs; the snap
     t.cleanup();
   }
 });
+
+test('Ctrl-C (SIGINT to the whole process group) shuts serve down in order', async () => {
+  const { spawn } = await import('node:child_process');
+  const { BIN } = await import('../helpers/cli.js');
+  const t = tmpdir();
+  const fx = makeFixture(t.dir, { blockSize: 65536, scale: 1 });
+  try {
+    // detached: its own process group, as a terminal would give it.
+    const proc = spawn(process.execPath, [BIN, 'serve', fx.manifest], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let err = '';
+    proc.stderr.on('data', (d: Buffer) => (err += d));
+    const uri = await new Promise<string>((resolve) => proc.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
+    const socket = /socket=(.*)$/.exec(uri)![1];
+    assert.ok(fs.existsSync(socket));
+    await vsnap(['create', fx.manifest, '--name', 'x']);
+    const exited = new Promise<number | null>((r) => proc.on('exit', r));
+    process.kill(-proc.pid!, 'SIGINT');
+    assert.equal(await exited, 0, err);
+    assert.match(err, /SIGINT: shutting down/);
+    assert.equal(fs.existsSync(socket), false);
+    // The workers closed cleanly too: every partition state is clean.
+    const st = JSON.parse((await vsnap(['status', fx.manifest, '--json'])).stdout);
+    assert.ok(st.partitions.every((p: { clean: boolean }) => p.clean), JSON.stringify(st.partitions));
+    assert.equal(st.heldBy, null);
+  } finally {
+    t.cleanup();
+  }
+});
