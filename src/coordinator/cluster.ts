@@ -117,8 +117,16 @@ export class Cluster {
     return this.workers.get(w)!;
   }
 
-  private all<T>(fn: (h: WorkerHandle) => Promise<T>): Promise<T[]> {
-    return Promise.all([...this.workers.values()].map(fn));
+  /**
+   * Run fn on every worker and wait for all of them to settle before
+   * reporting the first failure: an abort must never clean up (say, remove a
+   * snapshot's .tmp directory) while another worker is still working in it.
+   */
+  private async all<T>(fn: (h: WorkerHandle) => Promise<T>): Promise<T[]> {
+    const results = await Promise.allSettled([...this.workers.values()].map(fn));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return results.map((r) => (r as PromiseFulfilledResult<T>).value);
   }
 
   checkRange(offset: number, length: number): void {

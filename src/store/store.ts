@@ -155,7 +155,6 @@ export class Store {
 
   /** Uncommitted creates (.tmp) and half-removed deletes (.deleting) never count. */
   static async cleanLeftovers(dir: string): Promise<string[]> {
-    return []; // BREAK
     const sdir = path.join(dir, 'snapshots');
     const removed: string[] = [];
     for (const n of await fs.promises.readdir(sdir)) {

@@ -68,12 +68,16 @@ export async function waitGone(pids: number[], ms: number): Promise<boolean> {
 /**
  * Whom to kill and when. `after: 'spawn'` counts the delay from the CLI's
  * start (windows before the workers exist: lock, leftover cleanup);
- * `after: 'workers'` from the moment its worker processes exist.
+ * `after: 'workers'` from the moment its worker processes exist;
+ * `after: 'mutating'` from the moment the command marks the store as being
+ * changed (its atomic rewrite of backing.json, the first step of every
+ * write, create, delete, restore and prune), to aim at the operation itself
+ * rather than at start-up and close.
  */
 export type KillPlan =
   | { target: 'none' }
-  | { target: 'coordinator'; after: 'spawn' | 'workers'; delayMs: number }
-  | { target: 'worker'; delayMs: number; pick: number };
+  | { target: 'coordinator'; after: 'spawn' | 'workers' | 'mutating'; delayMs: number }
+  | { target: 'worker'; after?: 'workers' | 'mutating'; delayMs: number; pick: number };
 
 export interface CliRun {
   code: number | null;
@@ -100,7 +104,7 @@ export interface RunOptions {
 }
 
 /** Run bin/vsnap; optionally SIGKILL it or one of its workers per the plan. Never hangs: a timeout is a failure. */
-export function runCli(args: string[], o: RunOptions = {}): Promise<CliRun> {
+export function runCli(args: string[], o: RunOptions & { storeDir?: string } = {}): Promise<CliRun> {
   const plan = o.kill ?? { target: 'none' };
   const timeoutMs = o.timeoutMs ?? 60_000;
   return new Promise((resolve, reject) => {
@@ -137,19 +141,35 @@ export function runCli(args: string[], o: RunOptions = {}): Promise<CliRun> {
         /* already gone */
       }
     };
+    const backing = o.storeDir ? path.join(o.storeDir, 'backing.json') : undefined;
+    const identity = () => {
+      try {
+        const st = fs.statSync(backing!);
+        return `${st.ino}:${st.mtimeMs}`;
+      } catch {
+        return 'none';
+      }
+    };
+    const backingAtStart = backing ? identity() : '';
+    const trigger = plan.target === 'none' ? undefined : (plan.after ?? 'workers');
+    let fired = false;
+    const fire = (kids: number[]) => {
+      fired = true;
+      if (plan.target === 'coordinator') timers.push(setTimeout(() => killNow(pid), plan.delayMs));
+      if (plan.target === 'worker') {
+        const victim = kids.sort((a, b) => a - b)[plan.pick % kids.length];
+        timers.push(setTimeout(() => killNow(victim), plan.delayMs));
+      }
+    };
     // Watch for the workers (and remember them: orphans must exit by themselves).
     const poll = setInterval(() => {
       if (exited) return;
       const kids = childrenOf(pid);
       for (const k of kids) workers.add(k);
-      if (kids.length && workersAtMs === undefined) {
-        workersAtMs = Date.now() - t0;
-        if (plan.target === 'coordinator' && plan.after === 'workers') timers.push(setTimeout(() => killNow(pid), plan.delayMs));
-        if (plan.target === 'worker') {
-          const victim = kids.sort((a, b) => a - b)[plan.pick % kids.length];
-          timers.push(setTimeout(() => killNow(victim), plan.delayMs));
-        }
-      }
+      if (kids.length && workersAtMs === undefined) workersAtMs = Date.now() - t0;
+      if (fired || !kids.length) return;
+      if (trigger === 'workers') fire(kids);
+      else if (trigger === 'mutating' && backing && identity() !== backingAtStart) fire(kids);
     }, 2);
     if (plan.target === 'coordinator' && plan.after === 'spawn') timers.push(setTimeout(() => killNow(pid), plan.delayMs));
     child.on('error', reject);
@@ -470,7 +490,7 @@ export class Scenario {
   private async cli(op: Op, args: string[], kill: KillPlan, env: Record<string, string> | undefined, input?: Buffer): Promise<CliRun> {
     this.stats.runs++;
     this.stats.byOp[op] = (this.stats.byOp[op] ?? 0) + 1;
-    const run = await runCli(args, { kill, env, input });
+    const run = await runCli(args, { kill, env, input, storeDir: storeDirOf(this.fx) });
     if (run.killed) {
       this.stats.killsLanded++;
       if (run.killedPid === run.pid) this.stats.coordinatorKills++;
@@ -495,6 +515,7 @@ export class Scenario {
     if (run.signal === 'SIGKILL') return { run, interrupted: true };
     // A worker died (our kill or a fault point): the command must fail cleanly with exit 1, naming the worker.
     assert.equal(run.code, 1, this.where(`command failed with an unexpected status (${what})`));
+    assert.doesNotMatch(run.stderr, /internal error/, this.where(`a dead worker is reported as an internal error (${what})`));
     assert.match(run.stderr, /worker \d+ \(pid \d+\) exited|worker \d+/, this.where(`exit 1 without naming the dead worker (${what})`));
     return { run, interrupted: true };
   }

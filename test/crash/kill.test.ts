@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { tmpdir } from '../helpers/cli.js';
 import { Scenario, iterations, type KillPlan, type Op } from './harness.js';
 
-const N = iterations(130);
+const N = iterations(90);
 const SEED = Number(process.env.VSNAP_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
 test(`kill -9 of the coordinator or a worker at random moments (${N} iterations, seed ${SEED})`, { timeout: 15 * 60_000 }, async (t) => {
@@ -37,12 +37,18 @@ test(`kill -9 of the coordinator or a worker at random moments (${N} iterations,
       else op = r < 0.3 ? 'write' : r < 0.55 ? 'create' : r < 0.72 ? 'delete' : r < 0.87 ? 'restore' : 'prune';
       const k = sc.rand();
       const delay = Math.floor(sc.rand() * span[op] * 1.3);
+      // Soon after the command starts changing the store: the operation itself.
+      const soon = Math.floor(sc.rand() * 40);
       const kill: KillPlan =
         k < 0.1
           ? { target: 'coordinator', after: 'spawn', delayMs: Math.floor(sc.rand() * 350) }
-          : k < 0.58
+          : k < 0.35
             ? { target: 'coordinator', after: 'workers', delayMs: delay }
-            : { target: 'worker', delayMs: delay, pick: sc.int(3) };
+            : k < 0.6
+              ? { target: 'coordinator', after: 'mutating', delayMs: soon }
+              : k < 0.8
+                ? { target: 'worker', after: 'workers', delayMs: delay, pick: sc.int(3) }
+                : { target: 'worker', after: 'mutating', delayMs: soon, pick: sc.int(3) };
       const ids = sc.ids;
       let out;
       switch (op) {
@@ -59,7 +65,7 @@ test(`kill -9 of the coordinator or a worker at random moments (${N} iterations,
           out = await sc.restore(ids[sc.int(ids.length)], kill);
           break;
         case 'prune':
-          out = await sc.prune(sc.int(ids.length), kill);
+          out = await sc.prune(1 + sc.int(Math.max(1, ids.length - 1)), kill);
           break;
       }
       const run = out.run;
@@ -67,7 +73,7 @@ test(`kill -9 of the coordinator or a worker at random moments (${N} iterations,
         span[op] = Math.round(0.7 * span[op] + 0.3 * (run.durationMs - run.workersAtMs));
       }
       // Between crashes the volume also keeps changing normally.
-      if (sc.rand() < 0.25) await sc.write({ target: 'none' });
+      if (sc.rand() < 0.15) await sc.write({ target: 'none' });
       if ((i + 1) % 40 === 0) await sc.checkAllViaCli(`checkpoint after iteration ${i}`);
     }
     sc.label = `seed ${SEED} end`;
