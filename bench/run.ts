@@ -5,13 +5,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { printRows, type Row } from './lib.js';
 import { benchCreate, benchWrite, benchRss } from './snapshots.js';
+import { benchNbd } from './nbd.js';
+import { benchRestore, benchExport } from './workflows.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
 }
 
-const only = new Set(arg('only', 'create,write,rss').split(','));
+const only = new Set(arg('only', 'create,write,rss,nbd').split(','));
 const runs = Number(arg('runs', '3'));
 const base = arg('dir', os.tmpdir());
 const dir = fs.mkdtempSync(path.join(base, 'vsnap-bench-'));
@@ -21,6 +23,10 @@ try {
   if (only.has('create')) rows.push(...(await benchCreate(dir, runs)));
   if (only.has('write')) rows.push(...(await benchWrite(dir, runs, Number(arg('write-mib', '256')))));
   if (only.has('rss')) rows.push(...(await benchRss(dir, Number(arg('rss-mib', '1024')))));
+  // NBD images default to tmpfs (§10 states the goal there); --dir overrides.
+  if (only.has('nbd')) rows.push(...(await benchNbd(arg('dir', '/dev/shm'), runs)));
+  if (only.has('restore')) rows.push(...(await benchRestore(dir, runs)));
+  if (only.has('export')) rows.push(...(await benchExport(dir, runs)));
   printRows(`vsnap benchmarks (medians of ${runs} runs; files in ${base})`, rows);
 } finally {
   fs.rmSync(dir, { recursive: true, force: true });

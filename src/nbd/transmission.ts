@@ -61,6 +61,11 @@ export class Transmission {
       end = await this.loop();
     } finally {
       await Promise.all(this.pending);
+      // The connection may be torn down right after this: hand every corked reply to the kernel now.
+      if (this.corked) {
+        this.corked = false;
+        this.socket.uncork();
+      }
     }
     return end;
   }
@@ -212,8 +217,19 @@ export class Transmission {
     this.send(structured ? errorChunk(req.cookie, errno, message) : simpleReply(req.cookie, errno));
   }
 
+  private corked = false;
+
+  /** Replies finishing in the same tick go out in one writev, not one write each. */
   private send(buf: Buffer): void {
     if (this.socket.destroyed || this.socket.writableEnded) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     this.socket.write(buf);
   }
 }

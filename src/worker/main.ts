@@ -275,15 +275,25 @@ const reader = new FrameReader((frame) => {
     work = Promise.reject(err);
   }
   work.then(
-    (buf) => {
-      for (const b of encodeReply(r.reqId, true, buf)) data.write(b);
-    },
-    (err) => {
-      for (const b of encodeReply(r.reqId, false, Buffer.from(JSON.stringify(serializeError(err))))) data.write(b);
-    },
+    (buf) => sendReply(encodeReply(r.reqId, true, buf)),
+    (err) => sendReply(encodeReply(r.reqId, false, Buffer.from(JSON.stringify(serializeError(err))))),
   );
 });
 data.on('data', (chunk: Buffer) => reader.push(chunk));
+
+// Replies finishing in the same tick leave in one writev.
+let corked = false;
+function sendReply(parts: Buffer[]): void {
+  if (!corked) {
+    corked = true;
+    data.cork();
+    process.nextTick(() => {
+      corked = false;
+      data.uncork();
+    });
+  }
+  for (const b of parts) data.write(b);
+}
 data.on('error', () => process.exit(1));
 process.on('disconnect', () => process.exit(0));
 // Ctrl-C reaches the whole process group; the coordinator decides how the

@@ -1,0 +1,208 @@
+// Workflow benchmarks (design.md §10): `vsnap restore` after 1% of a 4 GiB
+// volume changed, against copying pristine images back with cp; and `vsnap
+// export` of a snapshot, against `qemu-img convert -f raw -O raw` of the same
+// raw images. Both sides are timed until their output is durable (vsnap
+// fsyncs before it exits; the peers get a `sync -d` of what they wrote), and
+// the images hold real non-zero data so every copy moves real bytes.
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { vsnap, must, have, median, mbps, type Row } from './lib.js';
+import { fillImage } from './nbd.js';
+
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+const FILES = 4;
+const FILE_SIZE = GiB;
+const VOLUME = FILES * FILE_SIZE;
+
+interface Volume {
+  manifest: string;
+  images: string[];
+  /** Copies of the images as they were before any change: cp's source. */
+  pristine: string[];
+}
+
+// restore and export share one volume when both run (building it writes 8 GiB).
+const volumes = new Map<string, Promise<Volume>>();
+
+function volumeIn(dir: string): Promise<Volume> {
+  let v = volumes.get(dir);
+  if (!v) {
+    v = buildVolume(dir);
+    volumes.set(dir, v);
+  }
+  return v;
+}
+
+async function buildVolume(dir: string): Promise<Volume> {
+  const volDir = path.join(dir, 'wf-vol');
+  await vsnap(['init', volDir, '--files', String(FILES), '--file-size', '1GiB', '--partitions', '4', '--workers', '2']);
+  const images = Array.from({ length: FILES }, (_, i) => path.join(volDir, `disk-${i}.img`));
+  // Non-zero data before the first snapshot (no vsnap state yet, so writing
+  // the files directly is not a write behind vsnap's back). Sparse images
+  // would make cp and qemu-img skip holes and measure nothing.
+  images.forEach((f, i) => fillImage(f, FILE_SIZE, 101 + i));
+  const pdir = path.join(dir, 'wf-pristine');
+  fs.mkdirSync(pdir);
+  const pristine = images.map((f) => path.join(pdir, path.basename(f)));
+  await must('cp', ['--sparse=never', '--reflink=never', ...images, pdir]);
+  await must('sync', ['-f', pdir]);
+  return { manifest: path.join(volDir, 'volume.json'), images, pristine };
+}
+
+/** Seeded PRNG (mulberry32), so each run's change set is reproducible. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * At least 1% of the volume in chunks of 64 KiB..1 MiB (4 KiB steps, so most chunks
+ * start and end inside a 64 KiB copy-on-write block), one chunk placed at a
+ * random spot in each of n equal slots: scattered over every file and
+ * partition, never overlapping.
+ */
+function changeSet(seed: number): { offset: number; length: number }[] {
+  const rnd = prng(seed);
+  const target = Math.ceil(VOLUME / 100);
+  const sizes: number[] = [];
+  // Whole chunks until at least 1%: the total ends up a little over 1%.
+  for (let total = 0; total < target; ) {
+    const len = 64 * 1024 + Math.floor(rnd() * 241) * 4096;
+    sizes.push(len);
+    total += len;
+  }
+  const slot = Math.floor(VOLUME / sizes.length / 4096) * 4096;
+  return sizes.map((len, i) => ({ offset: i * slot + Math.floor(rnd() * ((slot - len) / 4096)) * 4096, length: len }));
+}
+
+/**
+ * Read files through the page cache, untimed. This VM reclaims cold page
+ * cache proactively (kdamond), so images written minutes ago may have to come
+ * back from disk; warming both sides' sources right before timing measures
+ * the copies, not who happened to find its source cached.
+ */
+async function warm(files: string[]): Promise<void> {
+  await must('sh', ['-c', 'cat "$@" > /dev/null', 'warm', ...files]);
+}
+
+async function syncFiles(files: string[]): Promise<number> {
+  return (await must('sync', ['-d', ...files])).ms;
+}
+
+export async function benchRestore(dir: string, runs: number): Promise<Row[]> {
+  const v = await volumeIn(dir);
+  const peerDir = path.join(dir, 'wf-cp');
+  fs.mkdirSync(peerDir, { recursive: true });
+  const t = { restore: [] as number[], cp: [] as number[], cpOnly: [] as number[], cpSync: [] as number[] };
+  let restored = 0;
+  let changed = 0;
+  let chunks = 0;
+  let prev: string | undefined;
+  for (let i = 0; i < runs; i++) {
+    // A fresh snapshot each run, so its change log holds only this run's 1%.
+    if (prev) await vsnap(['delete', v.manifest, prev]);
+    const snap = `restore-${i}`;
+    await vsnap(['create', v.manifest, '--name', snap]);
+    prev = snap;
+    const set = changeSet(7 + i);
+    chunks = set.length;
+    changed = set.reduce((a, c) => a + c.length, 0);
+    for (const c of set) await vsnap(['write', v.manifest, '--offset', String(c.offset)], { input: randomBytes(c.length) });
+    await must('sync', ['-f', path.dirname(v.manifest)]);
+    const peer = async () => {
+      for (const f of fs.readdirSync(peerDir)) fs.rmSync(path.join(peerDir, f));
+      await must('sync', ['-f', peerDir]);
+      await warm(v.pristine);
+      // --sparse=never: write every byte (the data has no zero runs anyway);
+      // --reflink=never: a real copy even where the filesystem could share.
+      const c = await must('cp', ['--sparse=never', '--reflink=never', ...v.pristine, peerDir]);
+      const sync = await syncFiles(v.pristine.map((f) => path.join(peerDir, path.basename(f))));
+      t.cp.push(c.ms + sync);
+      t.cpOnly.push(c.ms);
+      t.cpSync.push(sync);
+    };
+    const ours = async () => {
+      await warm(v.images);
+      const r = await vsnap(['restore', v.manifest, snap, '--json']);
+      t.restore.push(r.ms);
+      restored = (JSON.parse(r.stdout) as { restoredBytes: number }).restoredBytes;
+    };
+    // Alternate who goes first.
+    if (i % 2) {
+      await peer();
+      await ours();
+    } else {
+      await ours();
+      await peer();
+    }
+  }
+  fs.rmSync(peerDir, { recursive: true, force: true });
+  const r = median(t.restore);
+  const c = median(t.cp);
+  return [
+    { group: 'restore', what: `vsnap restore, ${(changed / MiB).toFixed(1)} MiB of 4 GiB changed (${chunks} chunks)`, value: r, unit: 'ms', note: `whole CLI run; restored ${(restored / MiB).toFixed(1)} MiB (whole 64 KiB blocks)` },
+    { group: 'restore', what: 'cp --sparse=never of 4 x 1 GiB pristine images + sync -d', value: c, unit: 'ms', note: `peer: cp ${median(t.cpOnly).toFixed(0)} ms + sync ${median(t.cpSync).toFixed(0)} ms, source cached` },
+    { group: 'restore', what: 'cp time / vsnap restore time', value: c / r, unit: 'ratio', note: 'goal >= 20' },
+  ];
+}
+
+export async function benchExport(dir: string, runs: number): Promise<Row[]> {
+  const v = await volumeIn(dir);
+  // A fresh snapshot: its view reads every block from the images, the same
+  // bytes qemu-img reads.
+  await vsnap(['create', v.manifest, '--name', 'export-bench']);
+  const out = path.join(dir, 'wf-export.raw');
+  const t = { vsnap: [] as number[], qemu: [] as number[] };
+  const qemu = have('qemu-img');
+  const fresh = async () => {
+    fs.rmSync(out, { force: true });
+    await must('sync', ['-f', dir]);
+  };
+  for (let i = 0; i < runs; i++) {
+    const ours = async () => {
+      await fresh();
+      await warm(v.images);
+      const r = await vsnap(['export', v.manifest, 'export-bench', '--output', out]);
+      t.vsnap.push(r.ms + (await syncFiles([out])));
+      if (fs.statSync(out).size !== VOLUME) throw new Error(`vsnap export wrote ${fs.statSync(out).size} bytes, want ${VOLUME}`);
+    };
+    const peer = async () => {
+      if (!qemu) return;
+      await fresh();
+      await warm(v.images);
+      // Several sources are concatenated into one output, like the volume.
+      const r = await must('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', ...v.images, out]);
+      t.qemu.push(r.ms + (await syncFiles([out])));
+      if (fs.statSync(out).size !== VOLUME) throw new Error(`qemu-img convert wrote ${fs.statSync(out).size} bytes, want ${VOLUME}`);
+    };
+    if (i % 2) {
+      await peer();
+      await ours();
+    } else {
+      await ours();
+      await peer();
+    }
+  }
+  fs.rmSync(out, { force: true });
+  await vsnap(['delete', v.manifest, 'export-bench']);
+  const ours = mbps(VOLUME, median(t.vsnap));
+  const rows: Row[] = [{ group: 'export', what: 'vsnap export <snap> --output, 4 GiB of data', value: ours, unit: 'MiB/s', note: 'whole CLI run + sync -d of the output' }];
+  if (!qemu) {
+    rows.push({ group: 'export', what: 'qemu-img convert -f raw -O raw, 4 x 1 GiB', value: NaN, unit: 'missing', note: 'qemu-img not installed' });
+    return rows;
+  }
+  const theirs = mbps(VOLUME, median(t.qemu));
+  rows.push(
+    { group: 'export', what: 'qemu-img convert -f raw -O raw, 4 x 1 GiB -> 1 file', value: theirs, unit: 'MiB/s', note: 'peer, + sync -d of the output' },
+    { group: 'export', what: 'vsnap export / qemu-img convert', value: ours / theirs, unit: 'ratio', note: 'goal >= 0.8' },
+  );
+  return rows;
+}
