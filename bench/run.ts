@@ -1,4 +1,4 @@
-// npm run bench [-- --only create,write,rss --runs N --dir DIR]
+// npm run bench [-- --only create,write,rss,nbd,restore,restore-cold,export,many --runs N --dir DIR]
 // Runs vsnap and its peers side by side in one run and prints medians and ratios.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -7,6 +7,7 @@ import { printRows, type Row } from './lib.js';
 import { benchCreate, benchWrite, benchRss } from './snapshots.js';
 import { benchNbd } from './nbd.js';
 import { benchRestore, benchExport } from './workflows.js';
+import { benchMany } from './many.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,7 +27,9 @@ try {
   // NBD images default to tmpfs (§10 states the goal there); --dir overrides.
   if (only.has('nbd')) rows.push(...(await benchNbd(arg('dir', '/dev/shm'), runs)));
   if (only.has('restore')) rows.push(...(await benchRestore(dir, runs)));
+  if (only.has('restore-cold')) rows.push(...(await benchRestore(dir, runs, true)));
   if (only.has('export')) rows.push(...(await benchExport(dir, runs)));
+  if (only.has('many')) rows.push(...(await benchMany(dir, runs)));
   printRows(`vsnap benchmarks (medians of ${runs} runs; files in ${base})`, rows);
 } finally {
   fs.rmSync(dir, { recursive: true, force: true });

@@ -57,6 +57,8 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   let out = '';
   for (const p of path) {
     if (typeof p === 'number') out += `[${p}]`;
+    // A key that is not a plain name (a typo with a space, an empty key) is quoted so it stays visible.
+    else if (!/^[A-Za-z_$][\w$]*$/.test(String(p))) out += `[${JSON.stringify(String(p))}]`;
     else out += out === '' ? String(p) : `.${String(p)}`;
   }
   return out === '' ? '(manifest)' : out;

@@ -241,3 +241,21 @@ test('Ctrl-C (SIGINT to the whole process group) shuts serve down in order', asy
     t.cleanup();
   }
 });
+
+test('serve --every takes periodic snapshots and prunes them with the keep flags', async () => {
+  const t = tmpdir();
+  const fx = makeFixture(t.dir, { blockSize: 65536, scale: 1 });
+  const srv = await startServe(fx.manifest, ['--every', '1s', '--keep-last', '2']);
+  try {
+    await new Promise((r) => setTimeout(r, 4500));
+    const l = await vsnap(['list', fx.manifest, '--json']);
+    assert.equal(l.code, 0, l.stderr);
+    const snaps = JSON.parse(l.stdout) as { id: number }[];
+    assert.equal(snaps.length, 2, `keep-last 2: ${JSON.stringify(snaps)}`);
+    assert.ok(snaps[1].id >= 3, 'older periodic snapshots were taken and pruned');
+    assert.match(srv.log(), /periodic snapshot \d+ taken/);
+  } finally {
+    await srv.stop();
+    t.cleanup();
+  }
+});
