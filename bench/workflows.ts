@@ -120,7 +120,7 @@ export async function benchRestore(dir: string, runs: number, cold = false): Pro
   for (let i = 0; i < runs; i++) {
     // A fresh snapshot each run, so its change log holds only this run's 1%.
     if (prev) await vsnap(['delete', v.manifest, prev]);
-    const snap = `restore-${i}`;
+    const snap = `restore-${cold ? "cold" : "warm"}-${i}`;
     await vsnap(['create', v.manifest, '--name', snap]);
     prev = snap;
     const set = changeSet(7 + i);

@@ -5,24 +5,17 @@ import Table from 'cli-table3';
 import { sizeArg, intArg } from './args.js';
 import { parseSize, formatSize } from './size.js';
 import { UsageError } from './errors.js';
-import { init } from './commands/init.js';
-import { validate, type LayoutReport } from './commands/validate.js';
 import { c, info, printJson, spinner } from './ui.js';
-import { create, list, show, remove } from './commands/snapshots.js';
-import { readCmd, writeCmd } from './commands/io.js';
-import { status } from './commands/status.js';
 import { renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
 import { durationArg } from './args.js';
-import { restore } from './commands/restore.js';
-import { exportCmd } from './commands/export.js';
-import { diff } from './commands/diff.js';
-import { prune } from './commands/prune.js';
 import { progress } from './ui.js';
 import type { KeepRules } from './prune/plan.js';
-import { serve } from './serve/serve.js';
-import { verify } from './commands/verify.js';
 import { IntegrityError } from './errors.js';
 import { VERSION } from './version.js';
+import type { LayoutReport } from './commands/validate.js';
+
+// Command modules load on demand (await import in each action): a run pays
+// only for the command it runs, which matters for scripts calling vsnap often.
 
 function table(head: string[]): Table.Table {
   return new Table({ head, style: { head: c.level > 0 ? ['cyan'] : [], border: c.level > 0 ? ['grey'] : [] } });
@@ -74,7 +67,7 @@ export function buildProgram(): Command {
     .addHelpText('after', '\nExample:\n  vsnap init /tmp/demo --files 3 --file-size 256MiB\n')
     .action(async (dir: string, o) => {
       if (!/^(?!\.)[A-Za-z0-9._-]{1,64}$/.test(o.name)) throw new UsageError(`--name: must be 1-64 of [A-Za-z0-9._-], not starting with "." (got ${JSON.stringify(o.name)})`);
-      const r = await init({
+      const r = await (await import('./commands/init.js')).init({
         dir,
         files: intArg('--files', o.files, 1, 64, 3),
         fileSize: sizeArg('--file-size', o.fileSize),
@@ -94,7 +87,7 @@ export function buildProgram(): Command {
     .option('--json', 'print the layout as JSON')
     .addHelpText('after', '\nExample:\n  vsnap validate vol.json --json\n')
     .action(async (manifest: string, o) => {
-      const r = await validate(manifest);
+      const r = await (await import('./commands/validate.js')).validate(manifest);
       if (o.json) printJson(r);
       else renderLayout(r);
     });
@@ -119,7 +112,7 @@ function registerSnapshotCommands(program: Command): void {
       const expiresInMs = o.expires === undefined ? undefined : durationArg('--expires', o.expires);
       const sp = spinner('taking snapshot');
       try {
-        const r = await create(manifest, { name: o.name, expiresInMs });
+        const r = await (await import('./commands/snapshots.js')).create(manifest, { name: o.name, expiresInMs });
         sp.succeed(`snapshot ${r.id} "${r.name}" taken (writes frozen ${r.freezeMs.toFixed(1)} ms)`);
         if (o.json) printJson(r);
         else process.stdout.write(`${r.id} ${r.name}\n`);
@@ -136,7 +129,7 @@ function registerSnapshotCommands(program: Command): void {
     .option('--json', 'print JSON: [{id, name, createdAt, changedBytes}]')
     .addHelpText('after', '\nExample:\n  vsnap list vol.json --json\n')
     .action(async (manifest: string, o) => {
-      const r = await list(manifest);
+      const r = await (await import('./commands/snapshots.js')).list(manifest);
       if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, expiresAt: s.expiresAt })));
       else process.stdout.write(renderSnapshotList(r));
     });
@@ -149,7 +142,7 @@ function registerSnapshotCommands(program: Command): void {
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExample:\n  vsnap show vol.json latest --json\n')
     .action(async (manifest: string, snap: string, o) => {
-      const r = await show(manifest, snap);
+      const r = await (await import('./commands/snapshots.js')).show(manifest, snap);
       if (o.json) printJson(r);
       else process.stdout.write(renderSnapshot(r));
     });
@@ -162,7 +155,7 @@ function registerSnapshotCommands(program: Command): void {
     .option('--json', 'print JSON: {deleted: [{id, name}]}')
     .addHelpText('after', '\nExample:\n  vsnap delete vol.json before-upgrade 12\n')
     .action(async (manifest: string, snaps: string[], o) => {
-      const r = await remove(manifest, snaps);
+      const r = await (await import('./commands/snapshots.js')).remove(manifest, snaps);
       if (o.json) printJson(r);
       else for (const d of r.deleted) info(`deleted snapshot ${d.id} "${d.name}"`);
     });
@@ -178,7 +171,7 @@ function registerSnapshotCommands(program: Command): void {
     .option('--force', 'read a snapshot even if reported stale')
     .addHelpText('after', '\nExample:\n  vsnap read vol.json --offset 1MiB --length 4K --snapshot before-upgrade | xxd | head\n')
     .action(async (manifest: string, o) => {
-      await readCmd(manifest, { offset: sizeArg('--offset', o.offset), length: sizeArg('--length', o.length), snapshot: o.snapshot, output: o.output, force: o.force === true });
+      await (await import('./commands/io.js')).readCmd(manifest, { offset: sizeArg('--offset', o.offset), length: sizeArg('--length', o.length), snapshot: o.snapshot, output: o.output, force: o.force === true });
     });
 
   program
@@ -189,7 +182,7 @@ function registerSnapshotCommands(program: Command): void {
     .option('--input <file>', 'read the data from a file (default: stdin)')
     .addHelpText('after', '\nExample:\n  head -c 1M /dev/urandom | vsnap write vol.json --offset 64KiB\n')
     .action(async (manifest: string, o) => {
-      const r = await writeCmd(manifest, { offset: sizeArg('--offset', o.offset), input: o.input });
+      const r = await (await import('./commands/io.js')).writeCmd(manifest, { offset: sizeArg('--offset', o.offset), input: o.input });
       info(`wrote ${formatSize(r.bytes)} at offset ${o.offset}`);
     });
 
@@ -200,7 +193,7 @@ function registerSnapshotCommands(program: Command): void {
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExample:\n  vsnap status vol.json\n')
     .action(async (manifest: string, o) => {
-      const r = await status(manifest);
+      const r = await (await import('./commands/status.js')).status(manifest);
       if (o.json) printJson(r);
       else process.stdout.write(renderStatus(r));
     });
@@ -250,7 +243,7 @@ function registerWorkflowCommands(program: Command): void {
     .action(async (manifest: string, snap: string, o) => {
       const bar = progress('restoring');
       let done = 0;
-      const r = await restore(manifest, snap, { partitions: o.partition, force: o.force === true, onProgress: (n) => bar.update((done += n), Math.max(done, 1)) });
+      const r = await (await import('./commands/restore.js')).restore(manifest, snap, { partitions: o.partition, force: o.force === true, onProgress: (n) => bar.update((done += n), Math.max(done, 1)) });
       bar.done();
       info(`restored snapshot ${r.snapshot.id} "${r.snapshot.name}": ${formatSize(r.restoredBytes)} written`);
       if (o.json) printJson({ snapshot: r.snapshot.id, name: r.snapshot.name, restoredBytes: r.restoredBytes, partitions: r.partitions });
@@ -270,7 +263,7 @@ function registerWorkflowCommands(program: Command): void {
       const bar = progress('exporting');
       let done = 0;
       let total = 1;
-      const r = await exportCmd(manifest, snap, {
+      const r = await (await import('./commands/export.js')).exportCmd(manifest, snap, {
         output: o.output,
         split: o.split,
         force: o.force === true,
@@ -293,7 +286,7 @@ function registerWorkflowCommands(program: Command): void {
     .option('--json', 'print JSON: {from, to, ranges: [{offset, length}]}')
     .addHelpText('after', '\nExample:\n  vsnap diff vol.json nightly-1 nightly-2 --json\n  vsnap diff vol.json pristine --by-file\n')
     .action(async (manifest: string, from: string, to: string | undefined, o) => {
-      const r = await diff(manifest, from, to, { exact: o.exact === true, byFile: o.byFile === true });
+      const r = await (await import('./commands/diff.js')).diff(manifest, from, to, { exact: o.exact === true, byFile: o.byFile === true });
       if (o.json) {
         printJson(r);
         return;
@@ -314,7 +307,7 @@ function registerWorkflowCommands(program: Command): void {
     .option('--json', 'print JSON: {kept: [...], deleted: [...]}')
     .addHelpText('after', '\nBuckets are in local time (TZ); weeks are ISO weeks. Expired snapshots (create --expires) always go.\n\nExample:\n  vsnap prune vol.json --keep-last 3 --keep-hourly 24 --keep-daily 7 --keep-weekly 4\n')
     .action(async (manifest: string, o) => {
-      const r = await prune(manifest, keepRules(o), { dryRun: o.dryRun === true });
+      const r = await (await import('./commands/prune.js')).prune(manifest, keepRules(o), { dryRun: o.dryRun === true });
       if (o.json) {
         printJson({ kept: r.keep, deleted: r.delete, dryRun: r.dryRun });
         return;
@@ -344,7 +337,7 @@ function registerServe(program: Command): void {
         '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n',
     )
     .action(async (manifest: string, o) => {
-      const code = await serve(manifest, {
+      const code = await (await import('./serve/serve.js')).serve(manifest, {
         socket: o.socket,
         listen: o.listen,
         allowRemote: o.allowRemote === true,
@@ -370,7 +363,7 @@ function registerVerify(program: Command): void {
     .addHelpText('after', '\nExample:\n  vsnap verify vol.json\n  vsnap verify vol.json latest --json\n')
     .action(async (manifest: string, snap: string | undefined, o) => {
       const sp = spinner('verifying');
-      const r = await verify(manifest, snap);
+      const r = await (await import('./commands/verify.js')).verify(manifest, snap);
       sp.stop();
       if (o.json) printJson(r);
       for (const p of r.problems) info(`${c.red('problem:')} snapshot ${p.snapshot ?? '-'} partition ${p.partition ?? '-'}${p.file ? ` ${p.file}` : ''}: ${p.message}`);

@@ -1,7 +1,7 @@
 // Human output: always on stderr, colour only when stderr is a TTY and
 // NO_COLOR is unset. Results (JSON, raw bytes) go to stdout elsewhere.
 import { Chalk } from 'chalk';
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
 
 const colour = process.stderr.isTTY === true && !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb';
 export const c = new Chalk({ level: colour ? 1 : 0 });
@@ -19,18 +19,33 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** A spinner on a TTY; a no-op otherwise (non-TTY output stays plain). */
+/**
+ * A spinner on a TTY; a no-op otherwise (non-TTY output stays plain). ora is
+ * loaded only when a spinner is really shown: importing it costs ~70 ms,
+ * which every scripted (non-TTY) run would otherwise pay.
+ */
 export function spinner(text: string): { succeed(t?: string): void; fail(t?: string): void; stop(): void; text(t: string): void } {
   if (!interactive) {
     return { succeed: () => {}, fail: () => {}, stop: () => {}, text: () => {} };
   }
-  const s: Ora = ora({ text, stream: process.stderr, color: colour ? 'cyan' : undefined, isEnabled: true }).start();
+  let s: Ora | undefined;
+  let done = false;
+  let label = text;
+  void import('ora').then(({ default: ora }) => {
+    if (!done) s = ora({ text: label, stream: process.stderr, color: colour ? 'cyan' : undefined, isEnabled: true }).start();
+  });
+  const finish = (fn: (o: Ora) => void, fallback?: string) => {
+    done = true;
+    if (s) fn(s);
+    else if (fallback) process.stderr.write(`${fallback}\n`);
+  };
   return {
-    succeed: (t?: string) => s.succeed(t),
-    fail: (t?: string) => s.fail(t),
-    stop: () => s.stop(),
+    succeed: (t?: string) => finish((o) => o.succeed(t), t),
+    fail: (t?: string) => finish((o) => o.fail(t), t),
+    stop: () => finish((o) => o.stop()),
     text: (t: string) => {
-      s.text = t;
+      label = t;
+      if (s) s.text = t;
     },
   };
 }
