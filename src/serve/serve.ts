@@ -109,10 +109,13 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
     await nbd?.close().catch((err: Error) => o.log(`closing NBD: ${err.message}`));
     await new Promise<void>((r) => (ctl ? ctl.close(() => r()) : r()));
     fs.rmSync(control, { force: true });
-    if (cluster) {
-      await cluster.close();
-      await store.markClean();
+    try {
+      if (cluster) {
+        await cluster.close();
+        await store.markClean();
+      }
+    } finally {
+      store.release();
     }
-    store.release();
   }
 }
