@@ -68,6 +68,8 @@ test('a snapshot over the control socket during NBD writes (fio and a sequencer)
       'fio',
       [
         '--ioengine=nbd', `--uri=${srv.uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=32', '--verify=crc32c', '--verify_fatal=1',
+        // fio otherwise leaves verify state files in its working directory (the repository).
+        '--verify_state_save=0',
         '--name=a', '--offset=0', '--size=8m', '--loops=2',
         '--name=b', '--offset=12m', '--size=8m', '--loops=2',
       ],
