@@ -2,7 +2,7 @@
 // byte ranges in volume coordinates and, on request, in backing-file ones.
 import { UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
-import { withCluster } from './session.js';
+import { withCluster } from '../session.js';
 import type { FileRange, Range } from '../coordinator/cluster.js';
 
 export interface DiffResult {

@@ -8,7 +8,7 @@ import { resolveRef } from '../store/names.js';
 import type { Volume } from '../manifest/layout.js';
 import type { ExportTarget } from '../worker/protocol.js';
 import { mergeRanges } from '../volume-map.js';
-import { withCluster } from './session.js';
+import { withCluster } from '../session.js';
 import { checkOutputPath } from './io.js';
 
 export interface ExportResult {

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
-import { withCluster } from './session.js';
+import { withCluster } from '../session.js';
 
 const CHUNK = 8 << 20;
 

@@ -4,7 +4,7 @@
 import { planPrune, type KeepRules, type PrunePlan } from '../prune/plan.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import { callServer } from '../serve/control.js';
-import { withCluster, servedBy } from './session.js';
+import { withCluster, servedBy } from '../session.js';
 
 export type PruneResult = PrunePlan & { dryRun: boolean };
 

@@ -3,7 +3,7 @@
 // snapshots still read exactly as before (design.md §5).
 import { UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
-import { withCluster } from './session.js';
+import { withCluster } from '../session.js';
 
 export interface RestoreResult {
   snapshot: { id: number; name: string };

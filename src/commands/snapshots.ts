@@ -3,22 +3,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { checkSnapshotName, defaultName, resolveRef } from '../store/names.js';
-import { snapshotDir, type SnapshotRecord } from '../store/store.js';
-import { withCluster, withStore, servedBy } from './session.js';
+import { snapshotDir, type SnapshotRecord, type SnapshotPartitionRecord } from '../store/store.js';
+import { withCluster, withStore, servedBy } from '../session.js';
 import { callServer } from '../serve/control.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import type { Store } from '../store/store.js';
 
-export interface SnapshotInfo {
-  id: number;
-  name: string;
-  createdAt: string;
-  expiresAt: string | null;
-  size: number;
-  blockSize: number;
-  freezeMs: number;
+/** What create/show print: the commit record's public part, with file paths made absolute. */
+export interface SnapshotInfo extends Pick<SnapshotRecord, 'id' | 'name' | 'createdAt' | 'expiresAt' | 'size' | 'blockSize' | 'freezeMs'> {
   changedBytes: number;
-  partitions: { id: string; worker: number; pid: number; snapshotFile: string; changeLogFile: string }[];
+  partitions: Pick<SnapshotPartitionRecord, 'id' | 'worker' | 'pid' | 'snapshotFile' | 'changeLogFile'>[];
 }
 
 // Change-log geometry (docs/formats.md): a 4 KiB header, then fixed-size

@@ -2,7 +2,7 @@
 import { readLock } from '../store/lock.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import { callServer } from '../serve/control.js';
-import { withCluster, servedBy } from './session.js';
+import { withCluster, servedBy } from '../session.js';
 
 export interface StatusReport {
   name: string;

@@ -1,9 +1,9 @@
 // Opening a volume for a command: manifest -> locked store -> workers, and
 // the orderly teardown every command needs, in one place.
-import { loadManifest } from '../manifest/load.js';
-import { Store } from '../store/store.js';
-import { Cluster } from '../coordinator/cluster.js';
-import { liveHolder } from '../store/lock.js';
+import { loadManifest } from './manifest/load.js';
+import { Store } from './store/store.js';
+import { Cluster } from './coordinator/cluster.js';
+import { liveHolder } from './store/lock.js';
 
 /** The control socket of a live `vsnap serve` holding this volume, if any. */
 export function servedBy(manifest: string): string | undefined {
