@@ -50,4 +50,29 @@ if (dir) {
     log(`S ${p}`);
     return r;
   };
+
+  // The worker's in-place writes use raw descriptors (fs.write / fs.writeSync
+  // and fs.fdatasync with callbacks), not FileHandle: trace those too.
+  const f = fs as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const origFs = { write: f.write, writeSync: f.writeSync, fdatasync: f.fdatasync };
+  f.write = function (...a: unknown[]) {
+    const buf = a[1] as Buffer;
+    if (Buffer.isBuffer(buf) && typeof a[4] === 'number') log(`W ${pathOf(a[0] as number)} ${a[4]} ${typeof a[3] === 'number' ? a[3] : buf.length}`);
+    return origFs.write.apply(fs, a);
+  };
+  f.writeSync = function (...a: unknown[]) {
+    const buf = a[1] as Buffer;
+    // Our own trace lines are writeSync calls on the trace file: skip them.
+    if (a[0] !== out && Buffer.isBuffer(buf) && typeof a[4] === 'number') log(`W ${pathOf(a[0] as number)} ${a[4]} ${typeof a[3] === 'number' ? a[3] : buf.length}`);
+    return origFs.writeSync.apply(fs, a);
+  };
+  f.fdatasync = function (...a: unknown[]) {
+    const p = pathOf(a[0] as number);
+    log(`D ${p}`);
+    const cb = a[1] as (err: unknown) => void;
+    return origFs.fdatasync.call(fs, a[0], (err: unknown) => {
+      log(`S ${p}`);
+      cb(err);
+    });
+  };
 }
