@@ -1,16 +1,16 @@
 // All flag wiring. Each action calls a command function (src/commands/*),
 // which returns data; rendering for people or scripts happens here only.
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import Table from 'cli-table3';
 import { sizeArg, intArg } from './args.js';
-import { parseSize, formatSize } from './size.js';
+import { formatSize } from './size.js';
 import { UsageError } from './errors.js';
 import { c, info, printJson, spinner } from './ui.js';
 import { renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
 import { durationArg } from './args.js';
 import { progress } from './ui.js';
 import type { KeepRules } from './prune/plan.js';
-import { IntegrityError } from './errors.js';
+import { EXIT_INTEGRITY } from './errors.js';
 import { VERSION } from './version.js';
 import type { LayoutReport } from './commands/validate.js';
 
@@ -199,8 +199,6 @@ function registerSnapshotCommands(program: Command): void {
     });
 }
 
-// Re-exported for commands that take size flags.
-export { parseSize, Option };
 
 /** Collect a repeatable option's values. */
 function collectValues(v: string, prev: string[]): string[] {
@@ -216,12 +214,12 @@ const KEEP_FLAGS: [keyof KeepRules, string][] = [
   ['yearly', '--keep-yearly'],
 ];
 
-export function addKeepOptions(cmd: Command): Command {
+function addKeepOptions(cmd: Command): Command {
   for (const [k, flag] of KEEP_FLAGS) cmd.option(`${flag} <n>`, `keep the newest snapshot of each of the last N ${k === 'last' ? 'snapshots' : k.replace('ly', '') + 's'}`.replace('dais', 'days'));
   return cmd;
 }
 
-export function keepRules(o: Record<string, string | undefined>): KeepRules {
+function keepRules(o: Record<string, string | undefined>): KeepRules {
   const rules: KeepRules = {};
   for (const [k, flag] of KEEP_FLAGS) {
     const key = `keep${k[0].toUpperCase()}${k.slice(1)}`;
@@ -370,7 +368,7 @@ function registerVerify(program: Command): void {
       info(`checked ${r.snapshots} snapshot(s), read ${formatSize(r.bytesRead)}: ${r.ok ? 'no problems' : `${r.problems.length} problem(s)`}`);
       if (!r.ok) {
         // The report is printed; exit 3 without repeating it.
-        process.exitCode = new IntegrityError('').exitCode;
+        process.exitCode = EXIT_INTEGRITY;
       }
     });
 }
