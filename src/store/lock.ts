@@ -26,12 +26,71 @@ function alive(pid: number): boolean {
   }
 }
 
-export function readLock(storeDir: string): LockInfo | undefined {
+function parseLock(raw: string): LockInfo | undefined {
   try {
-    const info = JSON.parse(fs.readFileSync(lockPath(storeDir), 'utf8')) as LockInfo;
+    const info = JSON.parse(raw) as LockInfo;
     return typeof info.pid === 'number' ? info : undefined;
   } catch {
     return undefined;
+  }
+}
+
+export function readLock(storeDir: string): LockInfo | undefined {
+  try {
+    return parseLock(fs.readFileSync(lockPath(storeDir), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Create the lock file with its whole content at once: write a private
+ * temporary file, then link(2) it to the lock name, which fails if the lock
+ * exists. Nobody can ever read a half-written lock (and mistake it for a
+ * crashed holder's, as an O_EXCL create followed by a write would allow).
+ */
+function createWhole(file: string, content: string): boolean {
+  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  const fd = fs.openSync(tmp, 'wx', 0o600);
+  try {
+    fs.writeSync(fd, content);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.linkSync(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return false;
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * Remove a dead holder's lock. Two processes may race to do this: the rename
+ * is the arbiter, and a process that finds it moved a lock other than the one
+ * it judged dead (a fresh one, created meanwhile) links it back.
+ */
+function takeOver(file: string, deadRaw: string): void {
+  const grave = `${file}.stale-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  try {
+    fs.renameSync(file, grave);
+  } catch {
+    return; // someone else took it over first
+  }
+  try {
+    if (fs.readFileSync(grave, 'utf8') !== deadRaw) {
+      try {
+        fs.linkSync(grave, file);
+      } catch {
+        /* a third process already holds a new lock */
+      }
+    }
+  } finally {
+    fs.rmSync(grave, { force: true });
   }
 }
 
@@ -52,42 +111,36 @@ export class StoreLock {
     const info: LockInfo = { pid: process.pid, command, startedAt: new Date().toISOString(), ...(opts.socket ? { socket: opts.socket } : {}) };
     const deadline = Date.now() + (opts.waitMs ?? Number(process.env.VSNAP_LOCK_WAIT_MS ?? 3000));
     for (;;) {
+      if (createWhole(file, JSON.stringify(info))) return new StoreLock(storeDir, info);
+      let raw: string;
+      let ageMs: number;
       try {
-        const fd = fs.openSync(file, 'wx', 0o600);
-        fs.writeSync(fd, JSON.stringify(info));
-        fs.fsyncSync(fd);
-        fs.closeSync(fd);
-        return new StoreLock(storeDir, info);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        raw = fs.readFileSync(file, 'utf8');
+        ageMs = Date.now() - fs.statSync(file).mtimeMs;
+      } catch {
+        continue; // released meanwhile: try again at once
       }
-      const holder = readLock(storeDir);
-      if (!holder || !alive(holder.pid)) {
-        // A dead holder (or a half-written lock file from a crash): take over.
-        // Rename first so two processes racing here cannot both unlink a fresh lock.
-        const grave = `${file}.stale-${process.pid}`;
-        try {
-          const again = readLock(storeDir);
-          if (again && alive(again.pid)) continue;
-          fs.renameSync(file, grave);
-          fs.rmSync(grave, { force: true });
-        } catch {
-          /* someone else took it over first; loop */
+      const holder = parseLock(raw);
+      if (holder && alive(holder.pid)) {
+        if (holder.socket) {
+          // A server holds the volume for as long as it runs: waiting is pointless.
+          throw new OperationError(
+            `volume is served by pid ${holder.pid} (vsnap serve, control socket ${holder.socket}); use its NBD exports, or run this command after the server stops`,
+          );
         }
+        if (Date.now() >= deadline) {
+          throw new OperationError(`volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
         continue;
       }
-      if (holder.socket) {
-        // A server holds the volume for as long as it runs: waiting is pointless.
-        throw new OperationError(
-          `volume is served by pid ${holder.pid} (vsnap serve, control socket ${holder.socket}); use its NBD exports, or run this command after the server stops`,
-        );
+      // Lock files are created whole (see createWhole), so an unreadable one
+      // is damage, not a writer caught half-way; still, give it a moment.
+      if (!holder && ageMs < 2000) {
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
       }
-      if (Date.now() >= deadline) {
-        throw new OperationError(
-          `volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`,
-        );
-      }
-      await new Promise((r) => setTimeout(r, 50));
+      takeOver(file, raw);
     }
   }
 

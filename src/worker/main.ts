@@ -28,7 +28,10 @@ import { WriteGate } from './gate.js';
 import { readState, writeState, type PartitionState } from './state.js';
 import { snapshotDirName } from '../store/names.js';
 
-const send = (m: WorkerMessage) => process.send!(m);
+/** To the coordinator; if it is gone (killed), the disconnect handler ends this worker. */
+const send = (m: WorkerMessage) => {
+  if (process.connected) process.send!(m, undefined, undefined, () => {});
+};
 
 class Worker {
   engines = new Map<number, PartitionEngine>();
