@@ -89,7 +89,14 @@ export function decodeRecord<T>(kind: string, text: string, file: string): T {
     throw new IntegrityError(`${file}: missing or malformed checksum ${JSON.stringify(stored)}`);
   }
   const { checksum: _omit, ...body } = obj;
-  const computed = sha256Tagged(canonicalJson(body));
+  let canonical: string;
+  try {
+    canonical = canonicalJson(body);
+  } catch (e) {
+    // A damaged digit can turn a number into one JSON cannot write back (1E384 is Infinity).
+    throw new IntegrityError(`${file}: damaged value: ${(e as Error).message}`);
+  }
+  const computed = sha256Tagged(canonical);
   if (computed !== stored) {
     throw new IntegrityError(`${file}: checksum mismatch (stored ${stored}, computed ${computed}): the file was changed or damaged`);
   }

@@ -104,3 +104,8 @@ test('writeRecord/readRecord go through the disk; ENOENT is not an integrity err
     cleanup();
   }
 });
+
+test('a damaged digit that makes a number non-finite is an integrity error, not a crash', () => {
+  const text = encodeRecord('vsnap-partition-state', { clean: true, pid: 1234, logs: { '2': 12384 } });
+  throwsIntegrity(() => decodeRecord('vsnap-partition-state', text.replace('12384', '1E384'), FILE), /damaged value/);
+});
