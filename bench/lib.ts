@@ -65,3 +65,14 @@ export function printRows(title: string, rows: Row[]): void {
 export function mbps(bytes: number, ms: number): number {
   return bytes / (1 << 20) / (ms / 1000);
 }
+
+/** Run both sides of a comparison, swapping who goes first on odd runs so warm-up effects fall on each alike. */
+export async function alternate(run: number, ours: () => Promise<void>, peer: () => Promise<void>): Promise<void> {
+  if (run % 2) {
+    await peer();
+    await ours();
+  } else {
+    await ours();
+    await peer();
+  }
+}

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { vsnap, must, have, median, mbps, type Row } from './lib.js';
+import { vsnap, must, have, median, mbps, alternate, type Row } from './lib.js';
 import { fillImage } from './nbd.js';
 
 const MiB = 1 << 20;
@@ -146,14 +146,7 @@ export async function benchRestore(dir: string, runs: number, cold = false): Pro
       t.restore.push(r.ms);
       restored = (JSON.parse(r.stdout) as { restoredBytes: number }).restoredBytes;
     };
-    // Alternate who goes first.
-    if (i % 2) {
-      await peer();
-      await ours();
-    } else {
-      await ours();
-      await peer();
-    }
+    await alternate(i, ours, peer);
   }
   fs.rmSync(peerDir, { recursive: true, force: true });
   const r = median(t.restore);
@@ -194,13 +187,7 @@ export async function benchExport(dir: string, runs: number): Promise<Row[]> {
       t.qemu.push(r.ms + (await syncFiles([out])));
       if (fs.statSync(out).size !== VOLUME) throw new Error(`qemu-img convert wrote ${fs.statSync(out).size} bytes, want ${VOLUME}`);
     };
-    if (i % 2) {
-      await peer();
-      await ours();
-    } else {
-      await ours();
-      await peer();
-    }
+    await alternate(i, ours, peer);
   }
   fs.rmSync(out, { force: true });
   await vsnap(['delete', v.manifest, 'export-bench']);
