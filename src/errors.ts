@@ -49,15 +49,36 @@ export interface SerializedError {
   errno?: string;
 }
 
+/** A Node errno exception (fs, net, child_process): it has a string code such as EIO. */
+export function isErrnoError(err: unknown): err is NodeJS.ErrnoException {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && /^E[A-Z0-9]+$/.test((err as NodeJS.ErrnoException).code!);
+}
+
+/** What people and scripts need from an errno failure: the call, the file and the errno, on one line. */
+export function describeErrnoError(e: NodeJS.ErrnoException): string {
+  const dest = (e as { dest?: string }).dest;
+  const what = [e.syscall, e.path, dest !== undefined ? `-> ${dest}` : undefined].filter((x) => x !== undefined).join(' ');
+  // Node's own message repeats the code ("EACCES: permission denied, open '/x'"); keep its plain-words part.
+  const words = (e.message.match(/^E[A-Z0-9]+: ([^,]+)/)?.[1] ?? e.message).trim();
+  const hint = e.code === 'EACCES' || e.code === 'EPERM' ? ' (the store is private to the user who made it: run vsnap as that user)' : e.code === 'EROFS' ? ' (the store is on a read-only file system)' : '';
+  return `${what ? `${what}: ` : ''}${words} (${e.code})${hint}`;
+}
+
+/** Wrap an errno failure as an OperationError that keeps the errno for the NBD layer. */
+export function operationErrorFrom(e: NodeJS.ErrnoException): OperationError {
+  return new OperationError(describeErrnoError(e), e.code === 'ENOSPC' ? 'ENOSPC' : 'EIO');
+}
+
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof StaleError) return { kind: 'stale', message: err.message };
   if (err instanceof IntegrityError) return { kind: 'integrity', message: err.message };
   if (err instanceof UsageError) return { kind: 'usage', message: err.message };
   if (err instanceof OperationError) return { kind: 'operation', message: err.message, errno: err.errno };
-  const e = err as NodeJS.ErrnoException;
-  if (e && typeof e.code === 'string') {
-    return { kind: 'operation', message: e.message, errno: e.code === 'ENOSPC' ? 'ENOSPC' : 'EIO' };
+  if (isErrnoError(err)) {
+    const o = operationErrorFrom(err);
+    return { kind: 'operation', message: o.message, errno: o.errno };
   }
+  const e = err as Error;
   return { kind: 'internal', message: e instanceof Error ? (e.stack ?? e.message) : String(err) };
 }
 

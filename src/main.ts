@@ -1,7 +1,7 @@
 // The one error boundary: every typed error becomes its exit code here, and
 // nothing else in vsnap decides how the process exits.
 import { CommanderError } from 'commander';
-import { VsnapError, EXIT_FAILED, EXIT_USAGE } from './errors.js';
+import { VsnapError, EXIT_FAILED, EXIT_USAGE, isErrnoError, describeErrnoError } from './errors.js';
 import { buildProgram } from './cli.js';
 import { c } from './ui.js';
 import { VERSION } from './version.js';
@@ -20,6 +20,13 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof VsnapError) {
       process.stderr.write(`${c.red('vsnap:')} ${err.message}\n`);
       return err.exitCode;
+    }
+    // An I/O failure of the coordinator itself (a read-only or private store,
+    // a full disk, a failed rename or fsync) is an operation failure that
+    // names the call, the file and the errno, never an "internal error".
+    if (isErrnoError(err)) {
+      process.stderr.write(`${c.red('vsnap:')} ${describeErrnoError(err)}\n`);
+      return EXIT_FAILED;
     }
     const e = err as Error;
     process.stderr.write(
