@@ -11,6 +11,26 @@ export interface LockInfo {
   startedAt: string;
   /** Control socket of a `vsnap serve` holding the volume. */
   socket?: string;
+  /**
+   * Which process, not only which pid: boot id and start time in clock ticks
+   * (/proc/<pid>/stat field 22). After a crash and a reboot, or pid reuse,
+   * the pid may belong to an unrelated live process; the start time tells.
+   */
+  procStart?: string;
+}
+
+/** `<boot id>:<start ticks>` of a process, or undefined where /proc cannot tell. */
+export function processStart(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = fields[19];
+    const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return ticks ? `${boot}:${ticks}` : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function lockPath(storeDir: string): string {
@@ -24,6 +44,14 @@ function alive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** The lock's holder is running: its pid is alive and, when recorded, started when the lock says. */
+function holderAlive(info: LockInfo): boolean {
+  if (!alive(info.pid)) return false;
+  if (info.procStart === undefined) return true;
+  const now = processStart(info.pid);
+  return now === undefined || now === info.procStart;
 }
 
 function parseLock(raw: string): LockInfo | undefined {
@@ -97,7 +125,7 @@ function takeOver(file: string, deadRaw: string): void {
 /** The holder, if the lock is held by a live process other than this one. */
 export function liveHolder(storeDir: string): LockInfo | undefined {
   const info = readLock(storeDir);
-  return info && info.pid !== process.pid && alive(info.pid) ? info : undefined;
+  return info && info.pid !== process.pid && holderAlive(info) ? info : undefined;
 }
 
 export class StoreLock {
@@ -108,7 +136,14 @@ export class StoreLock {
 
   static async acquire(storeDir: string, command: string, opts: { waitMs?: number; socket?: string } = {}): Promise<StoreLock> {
     const file = lockPath(storeDir);
-    const info: LockInfo = { pid: process.pid, command, startedAt: new Date().toISOString(), ...(opts.socket ? { socket: opts.socket } : {}) };
+    const start = processStart(process.pid);
+    const info: LockInfo = {
+      pid: process.pid,
+      command,
+      startedAt: new Date().toISOString(),
+      ...(start ? { procStart: start } : {}),
+      ...(opts.socket ? { socket: opts.socket } : {}),
+    };
     const deadline = Date.now() + (opts.waitMs ?? Number(process.env.VSNAP_LOCK_WAIT_MS ?? 3000));
     for (;;) {
       if (createWhole(file, JSON.stringify(info))) return new StoreLock(storeDir, info);
@@ -121,7 +156,7 @@ export class StoreLock {
         continue; // released meanwhile: try again at once
       }
       const holder = parseLock(raw);
-      if (holder && alive(holder.pid)) {
+      if (holder && holderAlive(holder)) {
         if (holder.socket) {
           // A server holds the volume for as long as it runs: waiting is pointless.
           throw new OperationError(
