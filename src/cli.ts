@@ -1,11 +1,11 @@
 // All flag wiring. Each action calls a command function (src/commands/*),
 // which returns data; rendering for people or scripts happens here only.
 import { Command } from 'commander';
-import Table from 'cli-table3';
 import { sizeArg, intArg } from './args.js';
 import { formatSize } from './size.js';
 import { UsageError } from './errors.js';
 import { c, info, printJson, spinner } from './ui.js';
+import { OutputTable } from './table.js';
 import { renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
 import { durationArg } from './args.js';
 import { progress } from './ui.js';
@@ -17,10 +17,6 @@ import type { LayoutReport } from './commands/validate.js';
 // Command modules load on demand (await import in each action): a run pays
 // only for the command it runs, which matters for scripts calling vsnap often.
 
-function table(head: string[]): Table.Table {
-  return new Table({ head, style: { head: c.level > 0 ? ['cyan'] : [], border: c.level > 0 ? ['grey'] : [] } });
-}
-
 function renderLayout(r: LayoutReport): void {
   const n = r.partitions.length;
   info(`volume ${c.bold(r.name)}: ${formatSize(r.size)} (${r.size} bytes), block size ${formatSize(r.blockSize)}, ${n} partition${n === 1 ? '' : 's'}`);
@@ -28,11 +24,7 @@ function renderLayout(r: LayoutReport): void {
   // The table is the result of `validate`, so it goes to stdout, and colour
   // follows stdout: `vsnap validate m.json | less` must get no escapes even
   // when stderr is a terminal.
-  const colour = c.level > 0 && process.stdout.isTTY === true;
-  const t = new Table({
-    head: ['partition', 'worker', 'extents', 'volume range', 'size'],
-    style: { head: colour ? ['cyan'] : [], border: colour ? ['grey'] : [] },
-  });
+  const t = new OutputTable(['partition', 'worker', 'extents', 'volume range', 'size'], { tty: process.stdout.isTTY === true });
   for (const p of r.partitions) {
     t.push([
       p.id,

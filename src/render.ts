@@ -1,13 +1,13 @@
 // Rendering of command results for people (stderr tables go to stdout only
 // where the table is the result). Scripts use --json instead.
-import Table from 'cli-table3';
 import { c } from './ui.js';
+import { OutputTable } from './table.js';
 import { formatSize } from './size.js';
 import type { SnapshotInfo } from './commands/snapshots.js';
 import type { StatusReport } from './commands/status.js';
 
-export function table(head: string[]): Table.Table {
-  return new Table({ head, style: { head: c.level > 0 ? ['cyan'] : [], border: c.level > 0 ? ['grey'] : [] } });
+export function table(head: string[]): OutputTable {
+  return new OutputTable(head);
 }
 
 export function renderSnapshotList(list: SnapshotInfo[]): string {

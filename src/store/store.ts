@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Volume } from '../manifest/layout.js';
 import { mappingOf, describeMappingChange, type NormalizedMapping } from '../manifest/layout.js';
 import { UsageError, IntegrityError } from '../errors.js';
-import { readRecord, writeRecord } from '../formats/record-json.js';
+import { readRecord, readRecordSync, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
 import { snapshotDirName } from './names.js';
@@ -67,7 +67,7 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
   const out: SnapshotRecord[] = [];
   for (const n of names.filter((x) => /^\d{8,}$/.test(x)).sort()) {
     try {
-      const rec = await readRecord<SnapshotRecord>(path.join(snapshotsDir(storeDir), n, 'snapshot.json'), SNAPSHOT_KIND);
+      const rec = readRecordSync<SnapshotRecord>(path.join(snapshotsDir(storeDir), n, 'snapshot.json'), SNAPSHOT_KIND);
       if (rec.id !== Number(n)) throw new IntegrityError(`${path.join(snapshotsDir(storeDir), n, 'snapshot.json')}: id ${rec.id} does not match its directory ${n}`);
       out.push(rec);
     } catch (err) {
