@@ -3,7 +3,7 @@
 // log whole). Exit 3 when anything is wrong, naming each problem.
 import path from 'node:path';
 import { loadManifest } from '../manifest/load.js';
-import { Store, snapshotsDir } from '../store/store.js';
+import { Store, snapshotsDir, snapshotDir } from '../store/store.js';
 import { resolveRef } from '../store/names.js';
 import { WorkerHandle } from '../coordinator/worker-handle.js';
 import type { VerifyProblem } from '../worker/protocol.js';
@@ -30,7 +30,12 @@ export async function verify(manifest: string, ref: string | undefined): Promise
         if (snaps.some((x) => x.id === id)) problems.push({ snapshot: id, partition: s.partition, file: null, message: `stale: ${s.reason}` });
       }
     }
+    for (const m of store.missing) {
+      problems.push({ snapshot: m, partition: null, file: snapshotDir(store.dir, m), message: `snapshot ${m} is in the store's chain of snapshots but its directory is gone (removed behind vsnap)` });
+    }
     for (const s of snaps) {
+      const broken = store.broken(s.id);
+      if (broken) problems.push({ snapshot: s.id, partition: null, file: null, message: broken });
       if (s.fingerprint !== volume.fingerprint) problems.push({ snapshot: s.id, partition: null, file: null, message: `snapshot.json records mapping ${s.fingerprint}, the volume has ${volume.fingerprint}` });
     }
     // Each worker checks the files of its own partitions, in parallel.

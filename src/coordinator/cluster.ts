@@ -137,6 +137,7 @@ export class Cluster {
 
   /** view: 0 for the live volume, else a snapshot id. */
   async read(view: number, offset: number, length: number): Promise<Buffer> {
+    if (view !== 0) this.store.checkChain(view);
     const segs = mapVolumeRange(this.volume.partitions, offset, length);
     const out = Buffer.allocUnsafe(length);
     await Promise.all(
@@ -255,7 +256,9 @@ export class Cluster {
       this.gate.thaw();
       throw err;
     }
-    this.store.snapshots.push(record);
+    // The rename was the commit point; the chain in volume.json follows it. If
+    // that write fails, the next open adds the committed directory back.
+    await this.store.committed(record).catch((err: Error) => this.opts.log?.(`snapshot ${id} committed; recording it in volume.json failed (${err.message}); the next open repairs it`));
     try {
       await this.all((h) => h.control({ t: 'thaw', commit: true }));
     } catch (err) {
@@ -280,6 +283,8 @@ export class Cluster {
       // directory is already merged and is simply removed at the next open.
       await fs.promises.rename(dir, `${dir}.deleting`);
       await fsyncDir(snapshotsDir(this.store.dir));
+      // The rename decided the delete; the chain follows (the next open drops a listed id whose .deleting remains).
+      await this.store.removed(id).catch((err: Error) => this.opts.log?.(`snapshot ${id} deleted; recording it in volume.json failed (${err.message}); the next open repairs it`));
       maybeFault('delete-before-rm'); // test-only: <id>.deleting renamed and durable, not yet removed
       await fs.promises.rm(`${dir}.deleting`, { recursive: true, force: true });
     } catch (err) {
@@ -291,10 +296,10 @@ export class Cluster {
       await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
       this.gate.thaw();
     }
-    this.store.snapshots = this.store.snapshots.filter((s) => s.id !== id);
   }
 
   async restore(id: number, partitionIndexes: number[], onProgress?: (bytes: number) => void): Promise<number> {
+    this.store.checkChain(id);
     await this.store.markWriting();
     const results = await this.all((h) => h.control<{ restoredBytes: number }>({ t: 'restore', snapshotId: id, partitions: partitionIndexes }, onProgress));
     return results.reduce((a, r) => a + r.restoredBytes, 0);
@@ -302,6 +307,7 @@ export class Cluster {
 
   /** Changed blocks as volume ranges and, when asked, backing-file ranges. */
   async changed(from: number, to: number | null, exact: boolean): Promise<{ ranges: Range[]; fileRanges: FileRange[] }> {
+    this.store.checkChain(from);
     const results = await this.all((h) => h.control<ChangedBlocks>({ t: 'changed', from, to, exact }));
     const bs = this.volume.blockSize;
     const ranges: Range[] = [];
@@ -328,6 +334,7 @@ export class Cluster {
 
   /** Each worker copies its pieces straight into the outputs; the coordinator moves no data. */
   async exportTo(view: number, targets: ExportTarget[], sparse: boolean, onProgress?: (bytes: number) => void): Promise<number> {
+    if (view !== 0) this.store.checkChain(view);
     const results = await this.all((h) =>
       h.control<{ bytes: number }>(
         { t: 'export', view, sparse, targets: targets.filter((t) => this.volume.partitions[t.partition].worker === h.index) },

@@ -42,6 +42,42 @@ export interface VolumeRecord {
   mapping: NormalizedMapping;
   createdAt: string;
   nextSnapshotId: number;
+  /** Committed snapshot ids, ascending: the chain (docs/formats.md). Absent in older stores. */
+  snapshots?: number[];
+}
+
+export const IDS_KIND = 'vsnap-ids';
+
+/** What reconciling volume.json's chain with the directories found (docs/formats.md, "The chain of snapshots"). */
+export interface ChainState {
+  /** The chain to record: committed ids, plus the missing ones. */
+  chain: number[];
+  /** Listed ids whose directory was removed behind vsnap. */
+  missing: number[];
+}
+
+/**
+ * Pure: reconcile the recorded chain with the committed directories found
+ * and the ids with a `.deleting` leftover. Throws for a directory that
+ * cannot belong to the chain.
+ */
+export function reconcileChain(listed: number[] | undefined, present: number[], deleting: number[], dirOf: (id: number) => string): ChainState {
+  if (listed === undefined) return { chain: [...present], missing: [] };
+  const have = new Set(present);
+  const gone = new Set(deleting);
+  const top = listed.length ? Math.max(...listed) : 0;
+  const listedSet = new Set(listed);
+  for (const id of present) {
+    if (!listedSet.has(id) && id < top) {
+      throw new IntegrityError(`${dirOf(id)}: snapshot ${id} is not in the store's chain of snapshots (volume.json) and is older than snapshot ${top}: it was not made by this store's history; move it away`);
+    }
+  }
+  const kept = listed.filter((id) => have.has(id) || !gone.has(id));
+  const chain = [...new Set([...kept, ...present])].sort((a, b) => a - b);
+  // A missing id with no older snapshot left breaks nothing any more.
+  const firstPresent = chain.find((id) => have.has(id));
+  const missing = chain.filter((id) => !have.has(id) && firstPresent !== undefined && id > firstPresent);
+  return { chain: chain.filter((id) => have.has(id) || missing.includes(id)), missing };
 }
 
 export const VOLUME_KIND = 'vsnap-volume';
@@ -76,6 +112,15 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
     }
   }
   return out.sort((a, b) => a.id - b.id);
+}
+
+/** The second copy of the id high-water mark, if readable. */
+function readIds(dir: string): number | undefined {
+  try {
+    return readRecordSync<{ nextSnapshotId: number }>(path.join(dir, 'state', 'ids.json'), IDS_KIND).nextSnapshotId;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface OpenStoreOptions {
@@ -114,11 +159,15 @@ export class Store {
     await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
     const lock = await StoreLock.acquire(dir, o.command, { socket: o.socket });
     try {
+      const names = fs.readdirSync(path.join(dir, 'snapshots'));
+      const deleting = names.filter((n) => /^\d+\.deleting$/.test(n)).map((n) => parseInt(n, 10));
+      const highest = Math.max(0, ...names.map((n) => parseInt(n, 10)).filter((n) => Number.isSafeInteger(n)));
       await Store.cleanLeftovers(dir);
       const snapshots = await readSnapshots(dir, o.onBadSnapshot);
       const volFile = path.join(dir, 'volume.json');
       let record: VolumeRecord | undefined;
       if (fs.existsSync(volFile)) record = await readRecord<VolumeRecord>(volFile, VOLUME_KIND);
+      const chain = reconcileChain(record?.snapshots, snapshots.map((s) => s.id), deleting, (id) => snapshotDir(dir, id));
       const mapping = mappingOf(volume);
       if (record && record.fingerprint !== volume.fingerprint) {
         if (snapshots.length > 0) {
@@ -131,9 +180,14 @@ export class Store {
         record = { ...record, fingerprint: volume.fingerprint, mapping };
         await writeRecord(volFile, VOLUME_KIND, { ...record });
       }
+      // Ids are never reused: the next one is above both recorded copies and every directory name.
+      const ids = readIds(dir);
+      const next = Math.max(record?.nextSnapshotId ?? 1, ids ?? 1, highest + 1);
       if (!record) {
-        const next = snapshots.length ? snapshots[snapshots.length - 1].id + 1 : 1;
-        record = { name: volume.name, fingerprint: volume.fingerprint, mapping, createdAt: new Date().toISOString(), nextSnapshotId: next };
+        record = { name: volume.name, fingerprint: volume.fingerprint, mapping, createdAt: new Date().toISOString(), nextSnapshotId: next, snapshots: chain.chain };
+        await writeRecord(volFile, VOLUME_KIND, { ...record });
+      } else if (record.nextSnapshotId !== next || JSON.stringify(record.snapshots) !== JSON.stringify(chain.chain)) {
+        record = { ...record, nextSnapshotId: next, snapshots: chain.chain };
         await writeRecord(volFile, VOLUME_KIND, { ...record });
       }
       let backing = await readBacking(dir);
@@ -146,7 +200,9 @@ export class Store {
           await writeBacking(dir, backing);
         }
       }
-      return new Store(volume, dir, lock, record, snapshots, backing);
+      const store = new Store(volume, dir, lock, record, snapshots, backing);
+      store.missing = chain.missing;
+      return store;
     } catch (err) {
       lock.release();
       throw err;
@@ -174,10 +230,48 @@ export class Store {
   /** Reserve the next snapshot id durably before it is used, so ids are never reused. */
   async reserveId(): Promise<number> {
     if (!this.record) throw new Error('store not created');
-    const id = Math.max(this.record.nextSnapshotId, (this.snapshots[this.snapshots.length - 1]?.id ?? 0) + 1);
+    const id = Math.max(this.record.nextSnapshotId, (this.snapshots[this.snapshots.length - 1]?.id ?? 0) + 1, ...this.missing.map((m) => m + 1));
     this.record = { ...this.record, nextSnapshotId: id + 1 };
+    await writeRecord(path.join(this.dir, 'state', 'ids.json'), IDS_KIND, { nextSnapshotId: id + 1 });
     await writeRecord(path.join(this.dir, 'volume.json'), VOLUME_KIND, { ...this.record });
     return id;
+  }
+
+  /** Snapshots removed behind vsnap (listed in the chain, directory gone). */
+  missing: number[] = [];
+
+  /** Why snapshot `id` cannot be read, if a newer snapshot of its chain is missing. */
+  broken(id: number): string | undefined {
+    const m = this.missing.find((x) => x > id);
+    if (m === undefined) return undefined;
+    return `snapshot ${id} cannot be read: snapshot ${m} (${snapshotDir(this.dir, m)}) was removed from the store behind vsnap, and this snapshot's view needs its change logs; delete the snapshots older than ${m} to clear this`;
+  }
+
+  /** Throw the integrity error for a broken snapshot (reads, exports, restores, diffs). */
+  checkChain(id: number): void {
+    const why = this.broken(id);
+    if (why) throw new IntegrityError(why);
+  }
+
+  /** After a create's commit rename: the new id joins the chain. */
+  async committed(rec: SnapshotRecord): Promise<void> {
+    this.snapshots.push(rec);
+    await this.writeChain();
+  }
+
+  /** After a delete's rename to `.deleting`: the id leaves the chain. */
+  async removed(id: number): Promise<void> {
+    this.snapshots = this.snapshots.filter((s) => s.id !== id);
+    const first = this.snapshots[0]?.id;
+    this.missing = this.missing.filter((m) => first !== undefined && m > first);
+    await this.writeChain();
+  }
+
+  private async writeChain(): Promise<void> {
+    if (!this.record) return;
+    const chain = [...new Set([...this.snapshots.map((s) => s.id), ...this.missing])].sort((a, b) => a - b);
+    this.record = { ...this.record, snapshots: chain };
+    await writeRecord(path.join(this.dir, 'volume.json'), VOLUME_KIND, { ...this.record });
   }
 
   /** Snapshots reported stale, per partition (a backing file changed behind vsnap). */
