@@ -3,8 +3,7 @@
 import Table from 'cli-table3';
 import { c } from './ui.js';
 import { formatSize } from './size.js';
-import type { SnapshotInfo } from './commands/snapshots.js';
-import type { StatusReport } from './commands/status.js';
+import type { SnapshotInfo, StatusReport } from './catalogue/catalogue.js';
 
 export function table(head: string[]): Table.Table {
   return new Table({ head, style: { head: c.level > 0 ? ['cyan'] : [], border: c.level > 0 ? ['grey'] : [] } });
