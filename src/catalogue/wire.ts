@@ -63,7 +63,8 @@ function describeIssue(method: Method, args: unknown, issue: z.core.$ZodIssue): 
     return `${prefix}unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => JSON.stringify(k)).join(', ')}`;
   }
   if (issue.code === 'invalid_type') {
-    return value === undefined ? `${prefix}${where} is required (${issue.expected})` : `${prefix}${where} must be ${issue.expected === 'array' ? 'an array' : `a ${issue.expected}`} (got ${shown(value)})`;
+    const expected = { int: 'an integer', array: 'an array', object: 'an object' }[issue.expected as string] ?? `a ${issue.expected}`;
+    return value === undefined ? `${prefix}${where} is required (${expected})` : `${prefix}${where} must be ${expected} (got ${shown(value)})`;
   }
   return `${prefix}${where}: ${issue.message.toLowerCase()} (got ${shown(value)})`;
 }
@@ -74,7 +75,7 @@ export function parseRequest(line: string): Request {
   try {
     raw = JSON.parse(line);
   } catch (err) {
-    throw new UsageError(`control socket: the request is not JSON (${(err as Error).message}): ${shown(line)}`);
+    throw new UsageError(`control socket: the request is not JSON (${(err as Error).message})`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new UsageError(`control socket: the request must be a JSON object such as {"cmd":"list"} (got ${shown(raw)})`);
