@@ -3,8 +3,7 @@
 import { c } from './ui.js';
 import { OutputTable } from './table.js';
 import { formatSize } from './size.js';
-import type { SnapshotInfo } from './commands/snapshots.js';
-import type { StatusReport } from './commands/status.js';
+import type { SnapshotInfo, StatusReport } from './catalogue/catalogue.js';
 
 export function table(head: string[]): OutputTable {
   return new OutputTable(head);

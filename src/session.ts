@@ -1,9 +1,13 @@
 // Opening a volume for a command: manifest -> locked store -> workers, and
-// the orderly teardown every command needs, in one place.
+// the orderly teardown every command needs, in one place; and for the
+// catalogue commands, the choice between running here and asking the server.
 import { loadManifest } from './manifest/load.js';
 import { Store } from './store/store.js';
 import { Cluster } from './coordinator/cluster.js';
 import { liveHolder } from './store/lock.js';
+import type { Catalogue, Method } from './catalogue/catalogue.js';
+import { localCatalogue, LOCAL_OPEN } from './catalogue/local.js';
+import { remoteCatalogue } from './catalogue/remote.js';
 
 /** The control socket of a live `vsnap serve` holding this volume, if any. */
 export function servedBy(manifest: string): string | undefined {
@@ -48,4 +52,18 @@ export async function withCluster<T>(
     await store.markClean();
     return result;
   });
+}
+
+/**
+ * The catalogue for one command: the server's when a live `vsnap serve`
+ * holds the volume (so a snapshot cuts its NBD writes at one instant), else
+ * a local one over the store, with the workers started only when the method
+ * needs them. The lock records the method as the command.
+ */
+export async function withCatalogue<T>(manifest: string, method: Method, fn: (catalogue: Catalogue) => Promise<T>): Promise<T> {
+  const remote = servedBy(manifest);
+  if (remote) return fn(remoteCatalogue(remote));
+  const open = LOCAL_OPEN[method];
+  if (!open.workers) return withStore(manifest, method, open.createStore, (store) => fn(localCatalogue(store)));
+  return withCluster(manifest, method, { create: open.createStore }, (cluster) => fn(localCatalogue(cluster.store, cluster)));
 }

@@ -9,11 +9,10 @@ import { Store } from '../store/store.js';
 import { Cluster } from '../coordinator/cluster.js';
 import { createNbdServer } from '../nbd/index.js';
 import { VolumeExports } from './exports.js';
-import { startControlServer, type ControlCall } from './control.js';
+import { hostCatalogue, type ControlHost } from './control.js';
 import { planListen, controlSocketPath } from './listen.js';
-import { createOn, listOn, showOn, removeOn } from '../commands/snapshots.js';
-import { pruneOn } from '../commands/prune.js';
-import { statusOn } from '../commands/status.js';
+import { localCatalogue } from '../catalogue/local.js';
+import { wrapCatalogue } from '../catalogue/catalogue.js';
 import type { KeepRules } from '../prune/plan.js';
 
 export interface ServeOptions {
@@ -36,47 +35,29 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
   const store = await Store.open(volume, { command: 'serve', create: true, socket: control });
   let cluster: Cluster | undefined;
   let nbd: ReturnType<typeof createNbdServer> | undefined;
-  let ctl: Awaited<ReturnType<typeof startControlServer>> | undefined;
+  let ctl: ControlHost | undefined;
   let timer: NodeJS.Timeout | undefined;
   try {
     cluster = await Cluster.start(store, { restartWorkers: true, log: o.log });
     const c = cluster;
     // Catalogue changes run one at a time, in arrival order.
     let queue: Promise<unknown> = Promise.resolve();
-    const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const catalogue = wrapCatalogue(localCatalogue(store, c), (_method, fn) => {
       const p = queue.then(fn, fn);
       queue = p.catch(() => {});
       return p;
-    };
-    const handle = (call: ControlCall): Promise<unknown> =>
-      serial(async () => {
-        switch (call.cmd) {
-          case 'create':
-            return createOn(c, call);
-          case 'list':
-            return listOn(store);
-          case 'show':
-            return showOn(store, call.ref);
-          case 'delete':
-            return removeOn(c, call.refs);
-          case 'prune':
-            return pruneOn(c, call.rules, { dryRun: call.dryRun });
-          case 'status':
-            return statusOn(c);
-          default:
-            throw new Error(`unknown control command ${JSON.stringify((call as { cmd: unknown }).cmd)}`);
-        }
-      });
+    });
     nbd = createNbdServer(new VolumeExports(c), { log: o.log });
     await nbd.listen(where.kind === 'unix' ? { socketPath: where.socketPath } : { host: where.host, port: where.port });
-    ctl = await startControlServer(control, handle);
+    ctl = await hostCatalogue(control, catalogue);
     if (o.everyMs) {
       timer = setInterval(() => {
-        void handle({ cmd: 'create' })
+        void catalogue
+          .create({})
           .then((s) => {
-            o.log(`periodic snapshot ${(s as { id: number }).id} taken`);
+            o.log(`periodic snapshot ${s.id} taken`);
             // Prune even without keep flags: expired snapshots (--expires) go.
-            return handle({ cmd: 'prune', rules: o.keep, dryRun: false });
+            return catalogue.prune({ rules: o.keep, dryRun: false });
           })
           .catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
       }, o.everyMs);
@@ -107,7 +88,7 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
     if (timer) clearInterval(timer);
     // Requests already read are answered before the workers stop.
     await nbd?.close().catch((err: Error) => o.log(`closing NBD: ${err.message}`));
-    await new Promise<void>((r) => (ctl ? ctl.close(() => r()) : r()));
+    await ctl?.close();
     fs.rmSync(control, { force: true });
     try {
       if (cluster) {

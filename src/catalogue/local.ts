@@ -1,0 +1,103 @@
+// The catalogue in this process, over an open store and (for the methods
+// that change snapshots or ask the workers) its running cluster. The CLI
+// uses it when no server holds the volume; `vsnap serve` hosts it on its
+// control socket.
+import { UsageError } from '../errors.js';
+import { checkSnapshotName, defaultName, resolveRef } from '../store/names.js';
+import { readLock } from '../store/lock.js';
+import { planPrune } from '../prune/plan.js';
+import type { Store } from '../store/store.js';
+import type { Cluster } from '../coordinator/cluster.js';
+import type { Catalogue, Method, StatusReport } from './catalogue.js';
+import { toInfo } from './snapshot-info.js';
+
+/**
+ * What each method needs opened when it runs without a server: whether the
+ * store is created when missing (only commands that record something), and
+ * whether the workers must run (list and show read the records only).
+ */
+export const LOCAL_OPEN: { readonly [M in Method]: { createStore: boolean; workers: boolean } } = {
+  create: { createStore: true, workers: true },
+  list: { createStore: false, workers: false },
+  show: { createStore: false, workers: false },
+  delete: { createStore: false, workers: true },
+  prune: { createStore: false, workers: true },
+  status: { createStore: false, workers: true },
+};
+
+export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
+  const workers = (m: Method): Cluster => {
+    // A caller bug (LOCAL_OPEN says which methods need the workers), not a user's.
+    if (!cluster) throw new Error(`catalogue: ${m} needs the workers, but none were started`);
+    return cluster;
+  };
+  return {
+    async create(o) {
+      const c = workers('create');
+      if (o.name !== undefined) checkSnapshotName(o.name);
+      const taken = new Set(store.snapshots.map((s) => s.name));
+      if (o.name !== undefined && taken.has(o.name)) throw new UsageError(`--name: a snapshot named ${JSON.stringify(o.name)} already exists`);
+      const now = new Date();
+      const name = o.name ?? defaultName(now, taken);
+      const expiresAt = o.expiresInMs ? new Date(now.getTime() + o.expiresInMs).toISOString() : null;
+      const rec = await c.createSnapshot(name, expiresAt);
+      return toInfo(store.dir, rec);
+    },
+
+    async list() {
+      return store.snapshots.map((s) => toInfo(store.dir, s));
+    },
+
+    async show({ ref }) {
+      return toInfo(store.dir, resolveRef(store.snapshots, ref));
+    },
+
+    async delete({ refs }) {
+      const c = workers('delete');
+      // Resolve every reference before changing anything: one typo deletes nothing.
+      const targets = [...new Map(refs.map((r) => resolveRef(store.snapshots, r)).map((s) => [s.id, s])).values()];
+      const deleted: { id: number; name: string }[] = [];
+      for (const t of targets) {
+        await c.deleteSnapshot(t.id);
+        deleted.push({ id: t.id, name: t.name });
+      }
+      return { deleted };
+    },
+
+    async prune({ rules, dryRun }) {
+      const c = workers('prune');
+      const plan = planPrune(store.snapshots, rules, new Date());
+      // Oldest first: a snapshot with no predecessor just drops its logs.
+      if (!dryRun) for (const d of [...plan.delete].sort((a, b) => a.id - b.id)) await c.deleteSnapshot(d.id);
+      return { ...plan, dryRun };
+    },
+
+    async status() {
+      return statusOf(workers('status'));
+    },
+  };
+}
+
+async function statusOf(cluster: Cluster): Promise<StatusReport> {
+  const volume = cluster.volume;
+  const holder = readLock(volume.storeDir);
+  const st = await cluster.status();
+  const snaps = cluster.store.snapshots;
+  const last = snaps[snaps.length - 1];
+  return {
+    name: volume.name,
+    size: volume.size,
+    blockSize: volume.blockSize,
+    store: volume.storeDir,
+    snapshots: snaps.length,
+    latest: last ? { id: last.id, name: last.name, createdAt: last.createdAt } : null,
+    heldBy: holder && holder.socket ? { pid: holder.pid, command: holder.command, socket: holder.socket } : null,
+    partitions: volume.partitions.map((p) => {
+      const w = st.find((s) => s.partitions.some((x) => x.id === p.id))!;
+      const ps = w.partitions.find((x) => x.id === p.id)!;
+      const stale = cluster.store.stale.find((s) => s.partition === p.id);
+      return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: stale?.snapshots ?? [], staleReason: stale?.reason ?? null, loggedBlocks: ps.loggedBlocks };
+    }),
+    workers: [...cluster.workers.values()].map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
+  };
+}
