@@ -42,24 +42,26 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
     const c = cluster;
     // Catalogue changes run one at a time, in arrival order.
     let queue: Promise<unknown> = Promise.resolve();
-    const catalogue = wrapCatalogue(localCatalogue(store, c), (_method, fn) => {
+    const serial = <T>(fn: () => Promise<T>): Promise<T> => {
       const p = queue.then(fn, fn);
       queue = p.catch(() => {});
       return p;
-    });
+    };
+    const local = localCatalogue(store, c);
+    const catalogue = wrapCatalogue(local, (_method, fn) => serial(fn));
     nbd = createNbdServer(new VolumeExports(c), { log: o.log });
     await nbd.listen(where.kind === 'unix' ? { socketPath: where.socketPath } : { host: where.host, port: where.port });
     ctl = await hostCatalogue(control, catalogue);
     if (o.everyMs) {
       timer = setInterval(() => {
-        void catalogue
-          .create({})
-          .then((s) => {
-            o.log(`periodic snapshot ${s.id} taken`);
-            // Prune even without keep flags: expired snapshots (--expires) go.
-            return catalogue.prune({ rules: o.keep, dryRun: false });
-          })
-          .catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
+        // Create and prune as one step of the queue: a `list` never sees the
+        // snapshot count between the two.
+        void serial(async () => {
+          const s = await local.create({});
+          o.log(`periodic snapshot ${s.id} taken`);
+          // Prune even without keep flags: expired snapshots (--expires) go.
+          await local.prune({ rules: o.keep, dryRun: false });
+        }).catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
       }, o.everyMs);
     }
     o.log(`serving ${volume.name} at ${where.uri} (control socket ${control})`);
