@@ -98,6 +98,6 @@ async function statusOf(cluster: Cluster): Promise<StatusReport> {
       const stale = cluster.store.stale.find((s) => s.partition === p.id);
       return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: stale?.snapshots ?? [], staleReason: stale?.reason ?? null, loggedBlocks: ps.loggedBlocks };
     }),
-    workers: [...cluster.workers.values()].map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
+    workers: [...cluster.workers.values()].sort((a, b) => a.index - b.index).map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
   };
 }
