@@ -14,6 +14,8 @@ export interface StatusReport {
   heldBy: { pid: number; command: string; socket?: string } | null;
   partitions: { id: string; worker: number; pid: number; clean: boolean; stale: number[]; staleReason: string | null; loggedBlocks: number }[];
   workers: { worker: number; pid: number; rss: number }[];
+  /** The first failed sync of a backing file while serving: every FLUSH fails until the server restarts. */
+  syncFailure: string | null;
 }
 
 export async function status(manifest: string): Promise<StatusReport> {
@@ -44,6 +46,7 @@ export async function statusOn(cluster: Cluster): Promise<StatusReport> {
         return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: stale?.snapshots ?? [], staleReason: stale?.reason ?? null, loggedBlocks: ps.loggedBlocks };
       }),
       workers: [...cluster.workers.values()].map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
+      syncFailure: cluster.syncFailure?.message ?? null,
     };
   }
 }
