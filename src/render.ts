@@ -34,6 +34,7 @@ export function renderStatus(s: StatusReport): string {
     `store ${s.store}`,
     `snapshots ${s.snapshots}${s.latest ? `, latest ${s.latest.id} ${s.latest.name} (${s.latest.createdAt})` : ''}`,
     s.heldBy ? `held by pid ${s.heldBy.pid} (${s.heldBy.command})` : 'not served',
+    ...(s.syncFailure ? [c.red(`sync failed, every FLUSH fails until the server restarts: ${s.syncFailure}`)] : []),
   ];
   const t = table(['partition', 'worker', 'pid', 'state', 'logged blocks', 'stale snapshots']);
   for (const p of s.partitions) {

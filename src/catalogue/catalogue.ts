@@ -28,6 +28,8 @@ export interface StatusReport {
   heldBy: { pid: number; command: string; socket?: string } | null;
   partitions: { id: string; worker: number; pid: number; clean: boolean; stale: number[]; staleReason: string | null; loggedBlocks: number }[];
   workers: { worker: number; pid: number; rss: number }[];
+  /** The first failed sync of a backing file while serving: every FLUSH fails until the server restarts. */
+  syncFailure: string | null;
 }
 
 export type PruneResult = PrunePlan & { dryRun: boolean };

@@ -99,5 +99,6 @@ async function statusOf(cluster: Cluster): Promise<StatusReport> {
       return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: stale?.snapshots ?? [], staleReason: stale?.reason ?? null, loggedBlocks: ps.loggedBlocks };
     }),
     workers: [...cluster.workers.values()].sort((a, b) => a.index - b.index).map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
+    syncFailure: cluster.syncFailure?.message ?? null,
   };
 }

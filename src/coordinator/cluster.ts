@@ -13,6 +13,7 @@ import { DataOp, FLAG_FUA, type ExportTarget, type ChangedBlocks, type Partition
 import { Store, SNAPSHOT_KIND, snapshotDir, snapshotsDir, type SnapshotRecord } from '../store/store.js';
 import { WorkerHandle } from './worker-handle.js';
 import { WriteGate } from '../worker/gate.js';
+import { isSyncFailure } from '../worker/extent-io.js';
 
 export interface Range {
   offset: number;
@@ -164,7 +165,7 @@ export class Cluster {
   private async writeSegments(segs: ReturnType<typeof mapVolumeRange>, data: Buffer, fua: boolean): Promise<void> {
     await Promise.all(
       segs.map((s) =>
-        this.worker(s.worker).request({
+        this.noteSyncFailure(this.worker(s.worker).request({
           op: DataOp.Write,
           flags: fua ? FLAG_FUA : 0,
           partition: s.partition,
@@ -172,7 +173,7 @@ export class Cluster {
           offset: s.partOffset,
           length: s.length,
           payload: data.subarray(s.rangeOffset, s.rangeOffset + s.length),
-        }),
+        })),
       ),
     );
   }
@@ -184,7 +185,7 @@ export class Cluster {
     try {
       await Promise.all(
         segs.map((s) =>
-          this.worker(s.worker).request({ op: DataOp.Zero, flags: fua ? FLAG_FUA : 0, partition: s.partition, view: 0, offset: s.partOffset, length: s.length }),
+          this.noteSyncFailure(this.worker(s.worker).request({ op: DataOp.Zero, flags: fua ? FLAG_FUA : 0, partition: s.partition, view: 0, offset: s.partOffset, length: s.length })),
         ),
       );
     } finally {
@@ -192,11 +193,34 @@ export class Cluster {
     }
   }
 
+  /**
+   * Covers every write acknowledged before it, on any connection: all of them
+   * went through these workers, which count a write when it completes and
+   * answer a Flush only after a sync started after that count succeeded. A
+   * failed sync is sticky here too, so a worker restarted since (whose fresh
+   * sync would succeed over pages the kernel dropped) cannot make a FLUSH lie.
+   */
   async flush(): Promise<void> {
+    if (this.syncFailure) throw this.syncFailure;
     await this.all(async (h) => {
       const first = this.volume.partitions.find((p) => p.worker === h.index)!;
-      await h.request({ op: DataOp.Flush, flags: 0, partition: first.index, view: 0, offset: 0, length: 0 });
+      await this.noteSyncFailure(h.request({ op: DataOp.Flush, flags: 0, partition: first.index, view: 0, offset: 0, length: 0 }));
     });
+  }
+
+  /** The first failed sync of a backing file, reported by every later FLUSH until the server restarts. */
+  syncFailure: Error | undefined;
+
+  private async noteSyncFailure<T>(p: Promise<T>): Promise<T> {
+    try {
+      return await p;
+    } catch (err) {
+      if (isSyncFailure(err) && !this.syncFailure) {
+        this.syncFailure = err as Error;
+        this.opts.log?.(`${(err as Error).message}; check the volume's data (guest fsck) after the restart`);
+      }
+      throw err;
+    }
   }
 
   // ---------- snapshots ----------

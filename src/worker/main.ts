@@ -54,14 +54,18 @@ class Worker {
       force: o.force,
       mutating: () => this.markUnclean(),
     };
+    const unsynced: string[] = [];
+    const unsyncedLogs: string[] = [];
     for (const spec of o.partitions) {
       const engine = new PartitionEngine(spec, ctx);
       const prev = await readState(o.storeDir, spec.id);
       const clean = prev ? prev.clean : true;
+      if (!clean) unsynced.push(...spec.extents.map((e) => e.path));
       const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs: {} };
       for (const st of o.stale) if (st.partition === spec.id) for (const id of st.snapshots) engine.stale.set(id, st.reason);
       for (const id of o.snapshots) {
         const file = path.join(o.storeDir, 'snapshots', snapshotDirName(id), `${spec.id}.clog`);
+        if (!clean) unsyncedLogs.push(file);
         const log = await ChangeLog.open(file, {
           expect: { snapshotId: id, partitionId: spec.id, blockSize: o.blockSize, fingerprint: o.fingerprint },
           blockCount: spec.length / o.blockSize,
@@ -73,6 +77,11 @@ class Worker {
       this.states.set(spec.id, state);
       this.engines.set(spec.index, engine);
     }
+    // Unclean: a predecessor (a killed worker the server restarts, a crashed
+    // run) may have acknowledged writes and log records nothing synced since.
+    // Make them durable before this worker serves, so no later FLUSH succeeds
+    // over them; if that fails, the open fails (docs/reliability.md).
+    await this.handles.syncNow(unsynced, unsyncedLogs);
   }
 
   /** Before the first change: record that this worker is writing, durably. */
