@@ -16,7 +16,7 @@ import { prepareGolden, ciShare, type Golden } from './points.js';
 import { OPS, opSpec, runOp, faultCase, type OpName } from './ops.js';
 import { countPoints, runCases, describeFailures, summary } from './run-cases.js';
 
-const STRIDE = Number(process.env.VSNAP_FAULTS_STRIDE ?? 29);
+const STRIDE = Number(process.env.VSNAP_FAULTS_STRIDE ?? 61);
 let tmp: { dir: string; cleanup: () => void };
 let golden: Golden;
 
@@ -36,8 +36,9 @@ for (const [i, op] of OPS.entries()) {
     });
     assert.ok(points.length > 10, `${op}: only ${points.length} fault points counted: is the shim loaded?`);
     assert.ok(points.some((p) => p.role.startsWith('worker')) || op === 'create', `${op}: no worker call was counted`);
-    const tally = await runCases(op, golden, tmp.dir, points, (all) => ciShare(all, STRIDE, i), (c, fx, model, log) => faultCase(op as OpName, c, fx, model, log));
+    const tally = await runCases(op, golden, tmp.dir, points, (all) => ciShare(all, STRIDE, i), (c, fx, model, log, seen) => faultCase(op as OpName, c, fx, model, log, seen));
     t.diagnostic(summary(tally));
+    if (tally.failures.length) t.diagnostic(describeFailures(tally));
     assert.ok(tally.fired >= tally.run * 0.9, `${op}: only ${tally.fired} of ${tally.run} runs reached their fault: the call sequence is not deterministic`);
     assert.equal(tally.failures.length, 0, `${summary(tally)}\n${describeFailures(tally)}`);
   });

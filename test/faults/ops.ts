@@ -95,22 +95,48 @@ export interface CaseResult {
   exit: number | null;
   /** The fault was swallowed: the command succeeded. */
   succeeded: boolean;
+  /** Every promise that broke: the message checks go on to the model checks; the first model check that fails ends the case. */
+  broken: Broken[];
+}
+
+/** Runs a check; a broken promise is recorded and the case goes on. */
+export function soft(broken: Broken[], fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof Broken)) throw e;
+    broken.push(e);
+  }
 }
 
 /**
- * Run `op` with fault `c` on a cloned volume and check every promise; throws
- * Broken naming the first promise that failed. `model` is updated.
+ * Run `op` with fault `c` on a cloned volume and check every promise; the
+ * promises that broke are in the result. `model` is updated.
  */
-export async function faultCase(op: OpName, c: Case, fx: Fixture, model: Model, logDir: string): Promise<CaseResult> {
+export async function faultCase(op: OpName, c: Case, fx: Fixture, model: Model, logDir: string, seen: { fired?: boolean } = {}): Promise<CaseResult> {
+  const broken: Broken[] = [];
+  const res: CaseResult = { fired: false, exit: null, succeeded: false, broken };
+  try {
+    await faultChecks(op, c, fx, model, logDir, res);
+  } catch (e) {
+    if (!(e instanceof Broken)) throw e;
+    broken.push(e);
+  }
+  seen.fired = res.fired;
+  return res;
+}
+
+async function faultChecks(op: OpName, c: Case, fx: Fixture, model: Model, logDir: string, res: CaseResult): Promise<void> {
   const spec = opSpec(op, fx, model);
   const idsBefore = [...model.snaps.keys()].sort((a, b) => a - b);
   const liveBefore = Buffer.from(model.live);
   const run = await runOp(spec, shimEnv(fx.dir, logDir, c));
   const fired = readFired(logDir) !== undefined;
-  need(run.signal === null, 'no crash', `killed by ${run.signal}; stderr: ${run.stderr}`);
-  if (run.code !== 0) checkMessage(run, c);
-  checkNotSwallowed(run, c, fired);
   const ok = run.code === 0;
+  Object.assign(res, { fired, exit: run.code, succeeded: ok });
+  need(run.signal === null, 'no crash', `killed by ${run.signal}; stderr: ${run.stderr}`);
+  if (!ok) soft(res.broken, () => checkMessage(run, c));
+  soft(res.broken, () => checkNotSwallowed(run, c, fired));
 
   // Immediately: the live volume (P3/P4/P7) and the backing files outside the mapping.
   const now = liveFromFiles(fx);
@@ -162,7 +188,6 @@ export async function faultCase(op: OpName, c: Case, fx: Fixture, model: Model, 
   checkDisk(fx, model, 'after the new write and create');
   const st = await runOp({ args: ['read', fx.manifest, '--offset', '0', '--length', String(fx.size), '--snapshot', String(newId)] }, {});
   need(st.code === 0 && st.stdoutBuf.equals(model.live), 'the new snapshot reads as the volume at its create', st.stderr);
-  return { fired, exit: run.code, succeeded: ok };
 }
 
 /** The snapshot set after the faulted command, by what it reported (P2, P5). */

@@ -65,14 +65,14 @@ export function casesOf(points: FaultPoint[]): Case[] {
 }
 
 /**
- * The share that runs in the normal suite: every occurrence of fdatasync,
- * fsync of a directory-level commit (rename) and rename, with EIO; of the
- * rest every `stride`-th case (counted from `offset`), fixed so that a CI
- * failure replays. VSNAP_FAULTS_FULL=1 runs them all.
+ * The share that runs in the normal suite: every fdatasync occurrence and
+ * every coordinator rename (the commit points), with EIO; of the rest every
+ * `stride`-th case (counted from `offset`), fixed so that a CI failure
+ * replays. VSNAP_FAULTS_FULL=1 runs them all.
  */
 export function ciShare(cases: Case[], stride: number, offset = 0): Case[] {
   if (process.env.VSNAP_FAULTS_FULL === '1') return cases;
-  const must = (c: Case) => (c.call === 'fdatasync' || c.call === 'rename') && c.errno === 'EIO';
+  const must = (c: Case) => c.errno === 'EIO' && (c.call === 'fdatasync' || (c.call === 'rename' && c.role === 'coordinator'));
   const rest = cases.filter((c) => !must(c));
   return [...cases.filter(must), ...rest.filter((_, i) => i % stride === offset % stride)];
 }

@@ -22,6 +22,7 @@ export interface Tally {
   run: number;
   fired: number;
   swallowed: number;
+  failedCases: number;
   failures: Failure[];
 }
 
@@ -54,31 +55,35 @@ export async function runCases(
   base: string,
   points: FaultPoint[],
   pick: (all: Case[]) => Case[],
-  one: (c: Case, fx: Fixture, model: Model, logDir: string) => Promise<{ fired: boolean; succeeded: boolean }>,
+  one: (c: Case, fx: Fixture, model: Model, logDir: string, seen: { fired?: boolean }) => Promise<{ succeeded: boolean; broken: Broken[] }>,
 ): Promise<Tally> {
   const all = casesOf(points);
   const chosen = pick(all);
-  const tally: Tally = { op, points: points.length, cases: all.length, run: 0, fired: 0, swallowed: 0, failures: [] };
+  const tally: Tally = { op, points: points.length, cases: all.length, run: 0, fired: 0, swallowed: 0, failedCases: 0, failures: [] };
   const jobs = Math.max(1, Number(process.env.VSNAP_FAULTS_JOBS ?? 1));
   let next = 0;
   const worker = async () => {
     while (next < chosen.length) {
       const c = chosen[next++];
       const w = workDirs(base);
+      const seen: { fired?: boolean } = {};
+      let broken: Broken[];
+      let succeeded = false;
       try {
         const { fx, model } = cloneGolden(golden, w.vol);
-        const r = await one(c, fx, model, w.log);
-        tally.run++;
-        if (r.fired) tally.fired++;
-        if (r.fired && r.succeeded) tally.swallowed++;
-        w.cleanup();
+        const r = await one(c, fx, model, w.log, seen);
+        broken = r.broken;
+        succeeded = r.succeeded;
       } catch (e) {
-        tally.run++;
-        const promise = e instanceof Broken ? e.promise : 'harness error';
-        tally.failures.push({ op, fault: caseName(c), path: c.path, promise, message: (e as Error).message.slice(0, 700) });
-        // Keep the volume of a failed case only when asked (for a post-mortem).
-        if (!process.env.VSNAP_FAULTS_KEEP) w.cleanup();
+        broken = [new Broken('harness error', (e as Error).stack ?? String(e))];
       }
+      tally.run++;
+      if (seen.fired) tally.fired++;
+      if (seen.fired && succeeded) tally.swallowed++;
+      if (broken.length) tally.failedCases++;
+      for (const b of broken) tally.failures.push({ op, fault: caseName(c), path: c.path, promise: b.promise, message: b.message.slice(0, 700) });
+      // Keep the volume of a failed case only when asked (for a post-mortem).
+      if (!broken.length || !process.env.VSNAP_FAULTS_KEEP) w.cleanup();
     }
   };
   await Promise.all(Array.from({ length: jobs }, worker));
@@ -102,5 +107,5 @@ export function describeFailures(t: Tally): string {
 }
 
 export function summary(t: Tally): string {
-  return `${t.op}: ${t.points} fault points, ${t.cases} cases (call x occurrence x errno), ${t.run} run, ${t.fired} reached their fault, ${t.swallowed} succeeded despite it, ${t.failures.length} broke a promise`;
+  return `${t.op}: ${t.points} fault points, ${t.cases} cases (call x occurrence x errno), ${t.run} run, ${t.fired} reached their fault, ${t.swallowed} succeeded despite it, ${t.failedCases} broke at least one promise (${t.failures.length} broken promises)`;
 }
