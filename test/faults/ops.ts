@@ -57,10 +57,17 @@ export async function runOp(spec: OpSpec, env: Record<string, string>): Promise<
   return run;
 }
 
-/** The faulted call's file as a message may name it: without the random suffix of a temporary name. */
+/**
+ * The faulted call's file as a message must name it: its last two path
+ * components (`00000003/p0.clog`, `model/backing.json`), without the random
+ * suffix of a temporary name (a backing file by its name). The counting run's volume lives in another
+ * directory than the faulted run's, so the full path cannot be compared.
+ */
 export function fileWords(p: string): string[] {
-  const base = path.basename(p).replace(/\.tmp-\d+-[0-9a-f]+$/, '');
-  return [p, base];
+  const base = path.basename(p).replace(/\.tmp-\d+-[0-9a-f]+$/, '').replace(/^lock\.\d+\.[a-z0-9]+$/, 'lock');
+  // Backing files and the manifest are named as the manifest names them (relative).
+  if (!p.includes(`${path.sep}.vsnap${path.sep}`)) return [base];
+  return [`${path.basename(path.dirname(p))}/${base}`];
 }
 
 /** Exit status and message of a failed command: exit 1 or 3, the errno and the file named, no internal error. */
