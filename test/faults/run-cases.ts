@@ -58,7 +58,9 @@ export async function runCases(
   one: (c: Case, fx: Fixture, model: Model, logDir: string, seen: { fired?: boolean }) => Promise<{ succeeded: boolean; broken: Broken[] }>,
 ): Promise<Tally> {
   const all = casesOf(points);
-  const chosen = pick(all);
+  // VSNAP_FAULTS_ONLY=<case>,<case>...: replay just those cases (names as in the failure report).
+  const only = process.env.VSNAP_FAULTS_ONLY?.split(',').filter(Boolean);
+  const chosen = only ? all.filter((c) => only.includes(caseName(c))) : pick(all);
   const tally: Tally = { op, points: points.length, cases: all.length, run: 0, fired: 0, swallowed: 0, failedCases: 0, failures: [] };
   const jobs = Math.max(1, Number(process.env.VSNAP_FAULTS_JOBS ?? 1));
   let next = 0;
