@@ -111,7 +111,7 @@ for (const op of OPS) {
         images++;
         const where = `${op} cut after event ${i} (${e.ev} ${path.relative(fx.dir, e.path)}; boundary ${bounds.indexOf(i) + 1} of ${bounds.length}), ${v}`;
         try {
-          await checkImage(op, ifx, model, spec, i === evs.length - 1, createdId);
+          await checkImage(op, ifx, model, opSpec(op, ifx, model), i === evs.length - 1, createdId);
           fs.rmSync(dir, { recursive: true, force: true });
         } catch (err) {
           failures.push(`${where}: "${err instanceof Broken ? err.promise : 'harness error'}": ${(err as Error).message.slice(0, 500)}`);
