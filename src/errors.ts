@@ -60,7 +60,7 @@ export function describeErrnoError(e: NodeJS.ErrnoException): string {
   const what = [e.syscall, e.path, dest !== undefined ? `-> ${dest}` : undefined].filter((x) => x !== undefined).join(' ');
   // Node's own message repeats the code ("EACCES: permission denied, open '/x'"); keep its plain-words part.
   const words = (e.message.match(/^E[A-Z0-9]+: ([^,]+)/)?.[1] ?? e.message).trim();
-  const hint = e.code === 'EACCES' || e.code === 'EPERM' ? ' (the store is private to the user who made it: run vsnap as that user)' : e.code === 'EROFS' ? ' (the store is on a read-only file system)' : '';
+  const hint = e.code === 'EACCES' || e.code === 'EPERM' ? ' (run vsnap as the user who owns the volume and its store)' : e.code === 'EROFS' ? ' (the store is on a read-only file system)' : '';
   return `${what ? `${what}: ` : ''}${words} (${e.code})${hint}`;
 }
 

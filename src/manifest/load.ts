@@ -2,7 +2,7 @@
 // that need the file system. Reads only; never writes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { UsageError } from '../errors.js';
+import { UsageError, isErrnoError, operationErrorFrom } from '../errors.js';
 import { manifestSchema, formatPath, valueAt } from './schema.js';
 import { planLayout, type LayoutIssue, type Volume } from './layout.js';
 
@@ -68,6 +68,9 @@ function inside(child: string, parent: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
+/** stat errors that say the path names nothing usable (bad input), as opposed to I/O failures. */
+const NAME_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'ENAMETOOLONG']);
+
 /** Checks needing the file system. Pure apart from stat/realpath. */
 export function checkFiles(volume: Volume): LayoutIssue[] {
   const issues: LayoutIssue[] = [];
@@ -86,6 +89,9 @@ export function checkFiles(volume: Volume): LayoutIssue[] {
         st = fs.statSync(e.path);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
+        // A name that leads nowhere is bad input (exit 2); a disk that fails
+        // to answer is an I/O failure (exit 1), not the manifest's fault.
+        if (code && !NAME_ERRORS.has(code) && isErrnoError(err)) throw operationErrorFrom(err);
         issues.push({ path: `${where}.file`, message: code === 'ENOENT' ? 'no such file' : `cannot stat (${code})`, value: e.file });
         return;
       }
@@ -141,7 +147,9 @@ export function loadManifest(manifestPath: string): Volume {
   try {
     text = fs.readFileSync(manifestPath, 'utf8');
   } catch (err) {
-    throw new UsageError(`cannot read manifest ${manifestPath}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code && !NAME_ERRORS.has(code) && code !== 'EISDIR' && isErrnoError(err)) throw operationErrorFrom(err);
+    throw new UsageError(`cannot read manifest ${manifestPath}: ${code ?? err}`);
   }
   let json: unknown;
   try {
