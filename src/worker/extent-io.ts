@@ -8,6 +8,7 @@
 // (and ~1 M for synchronous writes).
 import fs from 'node:fs';
 import { mapPartitionRange, extentStarts, type MapExtent } from '../volume-map.js';
+import { guardOpened, noteOwnWrite } from '../io/backing-guard.js';
 
 function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
@@ -44,6 +45,7 @@ export class HandleCache {
     let fd = this.fds.get(path);
     if (fd === undefined) {
       fd = fs.openSync(path, this.writable ? 'r+' : 'r');
+      if (this.writable) guardOpened(path, fd);
       this.fds.set(path, fd);
     }
     return fd;
@@ -119,7 +121,8 @@ export class ExtentIO {
     await Promise.all(
       segs.map((s) => {
         this.handles.markDirty(s.path);
-        return writeFully(this.handles.get(s.path), data, dataOffset + s.rangeOffset, s.length, s.fileOffset);
+        const fd = this.handles.get(s.path);
+        return writeFully(fd, data, dataOffset + s.rangeOffset, s.length, s.fileOffset).then(() => noteOwnWrite(s.path, fd));
       }),
     );
     return segs.map((s) => s.path);
