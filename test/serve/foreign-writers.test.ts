@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { vsnap, tmpdir, requireTool } from '../helpers/cli.js';
+import { vsnap, tmpdir, requireTool, BIN } from '../helpers/cli.js';
 import { makeFixture } from '../helpers/volume-fixture.js';
 import { run, runOk } from '../nbd/harness.js';
 import { startServe } from './harness.js';
@@ -155,6 +155,39 @@ test('a session of vsnap serve with only its own writes leaves no snapshot stale
     const v = await vsnap(['verify', fx.manifest]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
     assert.equal((await vsnap(['read', fx.manifest, '--snapshot', 's', '--offset', '0', '--length', String(fx.size)])).code, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('a dd write into a backing file while vsnap write runs makes the snapshots on that file stale', async () => {
+  const t = tmpdir();
+  const fx = makeFixture(t.dir);
+  const u = fx.blockSize;
+  const c = path.join(t.dir, 'c.img');
+  try {
+    assert.equal((await vsnap(['create', fx.manifest, '--name', 's'])).code, 0);
+    // vsnap write starts its workers (which lock the files), then waits for
+    // its input: the foreign write lands while it runs, before it ends.
+    const w = spawn(process.execPath, [BIN, 'write', fx.manifest, '--offset', '0'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    w.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => w.on('exit', (code) => r(code)));
+    const deadline = Date.now() + 20_000;
+    while (!lockedByte(c, 101)) {
+      assert.ok(Date.now() < deadline, `vsnap write never opened c.img: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await runOk('dd', ['if=/dev/zero', `of=${c}`, 'bs=1', `seek=${3 * u + 10}`, 'count=7', 'conv=notrunc', 'status=none']);
+    w.stdin.end(Buffer.alloc(2 * u, 7)); // p0 only: a.img
+    assert.equal(await exited, 0, stderr);
+    const st = JSON.parse((await vsnap(['status', fx.manifest, '--json'])).stdout);
+    const stale = st.partitions.filter((p: { stale: number[] }) => p.stale.length).map((p: { id: string }) => p.id);
+    assert.deepEqual(stale, ['p2', 'p3'], 'the partitions on c.img, and only they');
+    const v = await vsnap(['verify', fx.manifest]);
+    assert.equal(v.code, 3, v.stdout + v.stderr);
+    assert.match(v.stdout + v.stderr, /c\.img was modified outside vsnap/);
+    assert.equal((await vsnap(['read', fx.manifest, '--snapshot', 's', '--offset', '0', '--length', String(u)])).code, 0);
   } finally {
     t.cleanup();
   }
