@@ -90,10 +90,16 @@ export async function leftByVsnap(storeDir: string, volume: Volume, atOpen: Back
     best.set(id.path, cur ? newer(cur, id) : id);
   };
   for (const id of atOpen) offer(id);
+  const unaccounted: string[] = [];
   for (const p of volume.partitions) {
     const st = await readState(storeDir, p.id);
+    // Left unclean: its worker died this session (the others still closed in
+    // order) after it had started writing; its last writes are unknown, so
+    // its files count as they are now, as they did before this check existed.
+    if (st && !st.clean) unaccounted.push(...p.extents.map((e) => e.path));
     for (const id of st?.backing ?? []) if (p.extents.some((e) => e.path === id.path)) offer(id);
   }
+  for (const id of identitiesIfPresent(unaccounted)) offer(id);
   const files = volumeFiles(volume);
   // A file neither seen at open nor written (it appeared since): as it is now.
   const missing = files.filter((f) => !best.has(f));
