@@ -14,6 +14,8 @@ import { Store, SNAPSHOT_KIND, snapshotDir, snapshotsDir, type SnapshotRecord } 
 import { WorkerHandle } from './worker-handle.js';
 import { WriteGate } from '../worker/gate.js';
 import { isSyncFailure } from '../worker/extent-io.js';
+import { assertImagesFree } from '../io/image-lock.js';
+import { volumeFiles } from '../store/backing.js';
 
 export interface Range {
   offset: number;
@@ -47,6 +49,8 @@ export class Cluster {
   ) {}
 
   static async start(store: Store, opts: ClusterOptions = {}): Promise<Cluster> {
+    // As QEMU would: not while a VM or qemu-img holds a backing file (the workers' own locks would hide it).
+    assertImagesFree(volumeFiles(store.volume));
     const cluster = new Cluster(store.volume, store, new Map(), opts);
     const indexes = [...new Set(store.volume.partitions.map((p) => p.worker))];
     try {

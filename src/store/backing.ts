@@ -9,10 +9,17 @@
 // The record is marked unclean before a command that may write starts its
 // workers; after a crash the last writes were vsnap's own and cannot be told
 // apart from a foreign writer's, so no staleness is inferred then.
+//
+// What is recorded at a close is the identity vsnap left each file in, not
+// the identity at the close: for a file vsnap wrote, as its last own write
+// left it (each worker keeps that, see io/own-writes.ts); for the others, as
+// the store's open found it. So a foreign write while vsnap runs, after
+// vsnap's last write to that file, also shows at the next open.
 import fs from 'node:fs';
 import path from 'node:path';
 import { readRecord, writeRecord } from '../formats/record-json.js';
 import type { Volume } from '../manifest/layout.js';
+import { readState } from '../worker/state.js';
 
 export const BACKING_KIND = 'vsnap-backing-state';
 
@@ -51,6 +58,53 @@ export function identities(paths: string[]): BackingIdentity[] {
     const st = fs.statSync(p);
     return { path: p, dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
   });
+}
+
+/** Like identities(), leaving out files that cannot be stat'ed (reported where they are opened). */
+export function identitiesIfPresent(paths: string[]): BackingIdentity[] {
+  return [...new Set(paths)].flatMap((p) => {
+    try {
+      return identities([p]);
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** The later of two identities of one file: by ctime, then mtime; b on a tie (b is the later observation). */
+function newer(a: BackingIdentity, b: BackingIdentity): BackingIdentity {
+  if (a.ctimeMs !== b.ctimeMs) return a.ctimeMs > b.ctimeMs ? a : b;
+  return a.mtimeMs > b.mtimeMs ? a : b;
+}
+
+/**
+ * At an orderly close: each file as vsnap left it. Candidates are the
+ * identity seen when the store was opened and what every partition's worker
+ * vouched for at its close (its own last write); the newest wins. Entries
+ * left by earlier sessions predate the open, so they never win.
+ */
+export async function leftByVsnap(storeDir: string, volume: Volume, atOpen: BackingIdentity[]): Promise<BackingIdentity[]> {
+  const best = new Map<string, BackingIdentity>();
+  const offer = (id: BackingIdentity) => {
+    const cur = best.get(id.path);
+    best.set(id.path, cur ? newer(cur, id) : id);
+  };
+  for (const id of atOpen) offer(id);
+  const unaccounted: string[] = [];
+  for (const p of volume.partitions) {
+    const st = await readState(storeDir, p.id);
+    // Left unclean: its worker died this session (the others still closed in
+    // order) after it had started writing; its last writes are unknown, so
+    // its files count as they are now, as they did before this check existed.
+    if (st && !st.clean) unaccounted.push(...p.extents.map((e) => e.path));
+    for (const id of st?.backing ?? []) if (p.extents.some((e) => e.path === id.path)) offer(id);
+  }
+  for (const id of identitiesIfPresent(unaccounted)) offer(id);
+  const files = volumeFiles(volume);
+  // A file neither seen at open nor written (it appeared since): as it is now.
+  const missing = files.filter((f) => !best.has(f));
+  for (const id of identitiesIfPresent(missing)) best.set(id.path, id);
+  return files.flatMap((f) => best.get(f) ?? []);
 }
 
 export function describeChange(before: BackingIdentity, now: BackingIdentity): string | undefined {

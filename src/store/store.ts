@@ -10,7 +10,7 @@ import { readRecord, readRecordSync, writeRecord } from '../formats/record-json.
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
 import { snapshotDirName } from './names.js';
-import { identities, planStale, readBacking, volumeFiles, writeBacking, type BackingRecord, type StaleEntry } from './backing.js';
+import { identities, identitiesIfPresent, leftByVsnap, planStale, readBacking, volumeFiles, writeBacking, type BackingIdentity, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
   id: string;
@@ -144,6 +144,8 @@ export class Store {
     private record: VolumeRecord | undefined,
     public snapshots: SnapshotRecord[],
     private backing: BackingRecord | undefined,
+    /** Backing files as this open found them (the baseline for files vsnap does not write). */
+    private readonly filesAtOpen: BackingIdentity[] = [],
   ) {}
 
   static async open(volume: Volume, o: OpenStoreOptions): Promise<Store> {
@@ -191,8 +193,10 @@ export class Store {
         await writeRecord(volFile, VOLUME_KIND, { ...record });
       }
       let backing = await readBacking(dir);
+      // With a record, a missing file fails the open as before; without one, it is reported where it is opened.
+      const filesAtOpen = backing ? identities(volumeFiles(volume)) : identitiesIfPresent(volumeFiles(volume));
       if (backing) {
-        const stale = planStale(volume, backing, identities(volumeFiles(volume)), snapshots.map((s) => s.id));
+        const stale = planStale(volume, backing, filesAtOpen, snapshots.map((s) => s.id));
         if (JSON.stringify(stale) !== JSON.stringify(backing.stale)) {
           // Remember a foreign write once seen: the next clean close records
           // the files' new identity, and the staleness must outlive that.
@@ -200,7 +204,7 @@ export class Store {
           await writeBacking(dir, backing);
         }
       }
-      const store = new Store(volume, dir, lock, record, snapshots, backing);
+      const store = new Store(volume, dir, lock, record, snapshots, backing, filesAtOpen);
       store.missing = chain.missing;
       return store;
     } catch (err) {
@@ -302,7 +306,7 @@ export class Store {
   async markClean(): Promise<void> {
     if (!this.writing) return;
     await this.writing;
-    this.backing = { clean: true, files: identities(volumeFiles(this.volume)), stale: this.stale };
+    this.backing = { clean: true, files: await leftByVsnap(this.dir, this.volume, this.filesAtOpen), stale: this.stale };
     await writeBacking(this.dir, this.backing);
     this.writing = undefined;
   }

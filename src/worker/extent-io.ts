@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import { mapPartitionRange, extentStarts, type MapExtent } from '../volume-map.js';
 import { OperationError } from '../errors.js';
+import { guardOpened, noteOwnWrite } from '../io/backing-guard.js';
 
 function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
@@ -79,6 +80,7 @@ export class HandleCache {
     let fd = this.fds.get(path);
     if (fd === undefined) {
       fd = fs.openSync(path, this.writable ? 'r+' : 'r');
+      if (this.writable) guardOpened(path, fd);
       this.fds.set(path, fd);
     }
     return fd;
@@ -261,9 +263,12 @@ export class ExtentIO {
     await Promise.all(
       // Counted when the write returns, not before: only a sync started after
       // that covers it. Counted even on failure, as part of it may have landed.
-      segs.map((s) =>
-        writeFully(this.handles.get(s.path), data, dataOffset + s.rangeOffset, s.length, s.fileOffset).finally(() => this.handles.wrote(s.path)),
-      ),
+      segs.map((s) => {
+        const fd = this.handles.get(s.path);
+        return writeFully(fd, data, dataOffset + s.rangeOffset, s.length, s.fileOffset)
+          .then(() => noteOwnWrite(s.path, fd))
+          .finally(() => this.handles.wrote(s.path));
+      }),
     );
     return segs.map((s) => s.path);
   }

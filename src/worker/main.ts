@@ -27,6 +27,7 @@ import { HandleCache } from './extent-io.js';
 import { WriteGate } from './gate.js';
 import { readState, writeState, type PartitionState } from './state.js';
 import { snapshotDirName } from '../store/names.js';
+import { leftBehind } from '../io/own-writes.js';
 
 /** To the coordinator; if it is gone (killed), the disconnect handler ends this worker. */
 const send = (m: WorkerMessage) => {
@@ -40,6 +41,8 @@ class Worker {
   open!: OpenRequest;
   states = new Map<string, PartitionState>();
   private dirty: Promise<void> | undefined;
+  /** Partitions whose last worker crashed: its writes to their files are unaccounted for. */
+  private tookOver = new Set<string>();
 
   async start(o: OpenRequest): Promise<void> {
     this.open = o;
@@ -61,6 +64,7 @@ class Worker {
       const prev = await readState(o.storeDir, spec.id);
       const clean = prev ? prev.clean : true;
       if (!clean) unsynced.push(...spec.extents.map((e) => e.path));
+      if (!clean) this.tookOver.add(spec.id);
       const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs: {} };
       for (const st of o.stale) if (st.partition === spec.id) for (const id of st.snapshots) engine.stale.set(id, st.reason);
       for (const id of o.snapshots) {
@@ -76,6 +80,8 @@ class Worker {
       }
       this.states.set(spec.id, state);
       this.engines.set(spec.index, engine);
+      // Open (and QEMU-lock) the backing files now, not at the first I/O: the lock is what keeps qemu-io out.
+      for (const x of spec.extents) this.handles.get(x.path);
     }
     // Unclean: a predecessor (a killed worker the server restarts, a crashed
     // run) may have acknowledged writes and log records nothing synced since.
@@ -210,7 +216,8 @@ class Worker {
       for (const l of e.logs) logs[String(l.id)] = l.log.byteLength;
       await e.closeLogs();
       if (!this.dirty && s.clean) continue;
-      await writeState(this.open.storeDir, e.spec.id, { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs });
+      const backing = leftBehind(e.spec.extents.map((x) => x.path), this.tookOver.has(e.spec.id));
+      await writeState(this.open.storeDir, e.spec.id, { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs, backing });
     }
     await this.handles.closeAll();
   }

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readRecord, writeRecord } from '../formats/record-json.js';
+import type { BackingIdentity } from '../store/backing.js';
 
 export const STATE_KIND = 'vsnap-partition-state';
 
@@ -13,6 +14,8 @@ export interface PartitionState {
   updatedAt: string;
   /** Change-log byte lengths at the last clean close, by snapshot id. */
   logs: Record<string, number>;
+  /** Backing files this worker wrote, as its last own write left them (docs/formats.md). */
+  backing?: BackingIdentity[];
 }
 
 export function statePath(storeDir: string, partitionId: string): string {
