@@ -1,9 +1,9 @@
 // create, list, show, delete: the snapshot catalogue.
 import fs from 'node:fs';
-import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { checkSnapshotName, defaultName, resolveRef } from '../store/names.js';
-import { snapshotDir, type SnapshotRecord, type SnapshotPartitionRecord } from '../store/store.js';
+import type { SnapshotRecord, SnapshotPartitionRecord } from '../store/store.js';
+import { snapshotMember } from '../store/layout.js';
 import { withCluster, withStore, servedBy } from '../session.js';
 import { callServer } from '../serve/control.js';
 import type { Cluster } from '../coordinator/cluster.js';
@@ -25,7 +25,7 @@ function changedBytes(storeDir: string, rec: SnapshotRecord): number {
   let total = 0;
   for (const p of rec.partitions) {
     try {
-      const size = fs.statSync(path.join(snapshotDir(storeDir, rec.id), p.changeLogFile)).size;
+      const size = fs.statSync(snapshotMember(storeDir, rec.id, p.changeLogFile)).size;
       total += Math.max(0, Math.floor((size - CLOG_HEADER) / (CLOG_RECORD_HEADER + rec.blockSize))) * rec.blockSize;
     } catch {
       /* a missing log is verify's business; list stays usable */
@@ -35,7 +35,6 @@ function changedBytes(storeDir: string, rec: SnapshotRecord): number {
 }
 
 export function toInfo(storeDir: string, rec: SnapshotRecord): SnapshotInfo {
-  const dir = snapshotDir(storeDir, rec.id);
   return {
     id: rec.id,
     name: rec.name,
@@ -49,8 +48,8 @@ export function toInfo(storeDir: string, rec: SnapshotRecord): SnapshotInfo {
       id: p.id,
       worker: p.worker,
       pid: p.pid,
-      snapshotFile: path.join(dir, p.snapshotFile),
-      changeLogFile: path.join(dir, p.changeLogFile),
+      snapshotFile: snapshotMember(storeDir, rec.id, p.snapshotFile),
+      changeLogFile: snapshotMember(storeDir, rec.id, p.changeLogFile),
     })),
   };
 }

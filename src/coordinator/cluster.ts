@@ -3,14 +3,14 @@
 // one-instant snapshot protocol (design.md §6). It never reads or writes
 // partition data itself.
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Volume } from '../manifest/layout.js';
 import { mapVolumeRange, mapPartitionRange, mergeRanges } from '../volume-map.js';
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError } from '../errors.js';
 import { DataOp, FLAG_FUA, type ExportTarget, type ChangedBlocks, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
-import { Store, SNAPSHOT_KIND, snapshotDir, snapshotsDir, type SnapshotRecord } from '../store/store.js';
+import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
+import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
 import { WorkerHandle } from './worker-handle.js';
 import { WriteGate } from '../worker/gate.js';
 
@@ -205,7 +205,7 @@ export class Cluster {
     await this.store.markWriting();
     const id = await this.store.reserveId();
     const final = snapshotDir(this.store.dir, id);
-    const tmp = `${final}.tmp`;
+    const tmp = pendingSnapshotDir(this.store.dir, id);
     await fs.promises.mkdir(tmp);
     const createdAt = new Date().toISOString();
     const t0 = process.hrtime.bigint();
@@ -242,7 +242,7 @@ export class Cluster {
           };
         }),
       };
-      await writeRecord(path.join(tmp, 'snapshot.json'), SNAPSHOT_KIND, { ...record });
+      await writeRecord(snapshotRecordFile(tmp), SNAPSHOT_KIND, { ...record });
       await fsyncDir(tmp);
       maybeFault('create-before-commit');
       // The commit point: the rename makes the whole snapshot visible at once.
@@ -271,6 +271,7 @@ export class Cluster {
   async deleteSnapshot(id: number): Promise<void> {
     await this.store.markWriting();
     const dir = snapshotDir(this.store.dir, id);
+    const deleting = deletingSnapshotDir(this.store.dir, id);
     await this.gate.freeze();
     try {
       await this.all((h) => h.control({ t: 'freeze' }));
@@ -278,10 +279,10 @@ export class Cluster {
       maybeFault('delete-after-merge');
       // Renaming first makes the removal atomic: a leftover .deleting
       // directory is already merged and is simply removed at the next open.
-      await fs.promises.rename(dir, `${dir}.deleting`);
+      await fs.promises.rename(dir, deleting);
       await fsyncDir(snapshotsDir(this.store.dir));
       maybeFault('delete-before-rm'); // test-only: <id>.deleting renamed and durable, not yet removed
-      await fs.promises.rm(`${dir}.deleting`, { recursive: true, force: true });
+      await fs.promises.rm(deleting, { recursive: true, force: true });
     } catch (err) {
       // Some workers may have dropped the snapshot and others not: a server
       // restarts them all, so each reopens the store as it is on disk.

@@ -10,8 +10,8 @@
 // workers; after a crash the last writes were vsnap's own and cannot be told
 // apart from a foreign writer's, so no staleness is inferred then.
 import fs from 'node:fs';
-import path from 'node:path';
 import { readRecord, writeRecord } from '../formats/record-json.js';
+import { backingFile } from './layout.js';
 import type { Volume } from '../manifest/layout.js';
 
 export const BACKING_KIND = 'vsnap-backing-state';
@@ -38,8 +38,7 @@ export interface BackingRecord {
 }
 
 export function backingPath(storeDir: string): string {
-  // Beside volume.json, not in state/, so no partition id can collide with it.
-  return path.join(storeDir, 'backing.json');
+  return backingFile(storeDir);
 }
 
 export function volumeFiles(volume: Volume): string[] {

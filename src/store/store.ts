@@ -9,7 +9,7 @@ import { UsageError, IntegrityError } from '../errors.js';
 import { readRecord, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
-import { snapshotDirName } from './names.js';
+import { isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, stateDir, volumeFile } from './layout.js';
 import { identities, planStale, readBacking, volumeFiles, writeBacking, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
@@ -47,13 +47,8 @@ export interface VolumeRecord {
 export const VOLUME_KIND = 'vsnap-volume';
 export const SNAPSHOT_KIND = 'vsnap-snapshot';
 
-export function snapshotsDir(storeDir: string): string {
-  return path.join(storeDir, 'snapshots');
-}
-
-export function snapshotDir(storeDir: string, id: number): string {
-  return path.join(snapshotsDir(storeDir), snapshotDirName(id));
-}
+// Paths are store/layout.ts's; these two stay exported here for existing importers.
+export { snapshotDir, snapshotsDir };
 
 /** Committed snapshot records in id order; skips uncommitted (.tmp) and deleting directories. */
 export async function readSnapshots(storeDir: string, onBad?: (dir: string, err: Error) => void): Promise<SnapshotRecord[]> {
@@ -65,10 +60,11 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
     throw err;
   }
   const out: SnapshotRecord[] = [];
-  for (const n of names.filter((x) => /^\d{8,}$/.test(x)).sort()) {
+  for (const n of names.filter(isSnapshotDirName).sort()) {
     try {
-      const rec = await readRecord<SnapshotRecord>(path.join(snapshotsDir(storeDir), n, 'snapshot.json'), SNAPSHOT_KIND);
-      if (rec.id !== Number(n)) throw new IntegrityError(`${path.join(snapshotsDir(storeDir), n, 'snapshot.json')}: id ${rec.id} does not match its directory ${n}`);
+      const file = snapshotRecordFile(path.join(snapshotsDir(storeDir), n));
+      const rec = await readRecord<SnapshotRecord>(file, SNAPSHOT_KIND);
+      if (rec.id !== Number(n)) throw new IntegrityError(`${file}: id ${rec.id} does not match its directory ${n}`);
       out.push(rec);
     } catch (err) {
       if (!onBad) throw err;
@@ -105,18 +101,18 @@ export class Store {
     const dir = volume.storeDir;
     if (!fs.existsSync(dir)) {
       if (!o.create) return new Store(volume, dir, undefined, undefined, [], undefined);
-      await fs.promises.mkdir(path.join(dir, 'snapshots'), { recursive: true });
-      await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
+      await fs.promises.mkdir(snapshotsDir(dir), { recursive: true });
+      await fs.promises.mkdir(stateDir(dir), { recursive: true });
       await fsyncDir(dir);
       await fsyncDir(path.dirname(dir));
     }
-    await fs.promises.mkdir(path.join(dir, 'snapshots'), { recursive: true });
-    await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
+    await fs.promises.mkdir(snapshotsDir(dir), { recursive: true });
+    await fs.promises.mkdir(stateDir(dir), { recursive: true });
     const lock = await StoreLock.acquire(dir, o.command, { socket: o.socket });
     try {
       await Store.cleanLeftovers(dir);
       const snapshots = await readSnapshots(dir, o.onBadSnapshot);
-      const volFile = path.join(dir, 'volume.json');
+      const volFile = volumeFile(dir);
       let record: VolumeRecord | undefined;
       if (fs.existsSync(volFile)) record = await readRecord<VolumeRecord>(volFile, VOLUME_KIND);
       const mapping = mappingOf(volume);
@@ -155,10 +151,10 @@ export class Store {
 
   /** Uncommitted creates (.tmp) and half-removed deletes (.deleting) never count. */
   static async cleanLeftovers(dir: string): Promise<string[]> {
-    const sdir = path.join(dir, 'snapshots');
+    const sdir = snapshotsDir(dir);
     const removed: string[] = [];
     for (const n of await fs.promises.readdir(sdir)) {
-      if (n.endsWith('.tmp') || n.endsWith('.deleting')) {
+      if (isLeftoverName(n)) {
         await fs.promises.rm(path.join(sdir, n), { recursive: true, force: true });
         removed.push(n);
       }
@@ -176,7 +172,7 @@ export class Store {
     if (!this.record) throw new Error('store not created');
     const id = Math.max(this.record.nextSnapshotId, (this.snapshots[this.snapshots.length - 1]?.id ?? 0) + 1);
     this.record = { ...this.record, nextSnapshotId: id + 1 };
-    await writeRecord(path.join(this.dir, 'volume.json'), VOLUME_KIND, { ...this.record });
+    await writeRecord(volumeFile(this.dir), VOLUME_KIND, { ...this.record });
     return id;
   }
 

@@ -3,7 +3,6 @@
 // on fd 4. Only this process opens its partitions' extents and change logs.
 import net from 'node:net';
 import fs from 'node:fs';
-import path from 'node:path';
 import { serializeError } from '../errors.js';
 import { ChangeLog } from '../formats/changelog.js';
 import {
@@ -26,7 +25,7 @@ import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from './gate.js';
 import { readState, writeState, type PartitionState } from './state.js';
-import { snapshotDirName } from '../store/names.js';
+import { changeLogFile, snapshotDir } from '../store/layout.js';
 
 /** To the coordinator; if it is gone (killed), the disconnect handler ends this worker. */
 const send = (m: WorkerMessage) => {
@@ -61,7 +60,7 @@ class Worker {
       const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs: {} };
       for (const st of o.stale) if (st.partition === spec.id) for (const id of st.snapshots) engine.stale.set(id, st.reason);
       for (const id of o.snapshots) {
-        const file = path.join(o.storeDir, 'snapshots', snapshotDirName(id), `${spec.id}.clog`);
+        const file = changeLogFile(snapshotDir(o.storeDir, id), spec.id);
         const log = await ChangeLog.open(file, {
           expect: { snapshotId: id, partitionId: spec.id, blockSize: o.blockSize, fingerprint: o.fingerprint },
           blockCount: spec.length / o.blockSize,

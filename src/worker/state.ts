@@ -2,8 +2,8 @@
 // closed cleanly and the change-log lengths it left, so the next open can
 // tell a torn log tail (after a crash) from corruption (after a clean close).
 import fs from 'node:fs';
-import path from 'node:path';
 import { readRecord, writeRecord } from '../formats/record-json.js';
+import { partitionStateFile } from '../store/layout.js';
 
 export const STATE_KIND = 'vsnap-partition-state';
 
@@ -16,7 +16,7 @@ export interface PartitionState {
 }
 
 export function statePath(storeDir: string, partitionId: string): string {
-  return path.join(storeDir, 'state', `${partitionId}.json`);
+  return partitionStateFile(storeDir, partitionId);
 }
 
 export async function readState(storeDir: string, partitionId: string): Promise<PartitionState | undefined> {
