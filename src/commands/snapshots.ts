@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { checkSnapshotName, defaultName, resolveRef } from '../store/names.js';
 import type { SnapshotRecord, SnapshotPartitionRecord } from '../store/store.js';
 import { snapshotMember } from '../store/layout.js';
+import { changeLogRecordCount } from '../formats/changelog.js';
 import { withCluster, withStore, servedBy } from '../session.js';
 import { callServer } from '../serve/control.js';
 import type { Cluster } from '../coordinator/cluster.js';
@@ -15,18 +16,13 @@ export interface SnapshotInfo extends Pick<SnapshotRecord, 'id' | 'name' | 'crea
   partitions: Pick<SnapshotPartitionRecord, 'id' | 'worker' | 'pid' | 'snapshotFile' | 'changeLogFile'>[];
 }
 
-// Change-log geometry (docs/formats.md): a 4 KiB header, then fixed-size
-// records of a 32-byte header plus one block. Counting records from the file
-// size lets list and show answer without starting workers.
-const CLOG_HEADER = 4096;
-const CLOG_RECORD_HEADER = 32;
-
 function changedBytes(storeDir: string, rec: SnapshotRecord): number {
   let total = 0;
   for (const p of rec.partitions) {
     try {
       const size = fs.statSync(snapshotMember(storeDir, rec.id, p.changeLogFile)).size;
-      total += Math.max(0, Math.floor((size - CLOG_HEADER) / (CLOG_RECORD_HEADER + rec.blockSize))) * rec.blockSize;
+      // Counted from the file size (formats/changelog.ts owns the geometry): no worker needed.
+      total += changeLogRecordCount(size, rec.blockSize) * rec.blockSize;
     } catch {
       /* a missing log is verify's business; list stays usable */
     }

@@ -54,6 +54,25 @@ const HEADER_READ_WINDOW = 64;
 
 const TWO32 = 0x1_0000_0000;
 
+/** Bytes one record takes in a log of `blockSize`-byte blocks: its header plus one block. */
+export function changeLogRecordSize(blockSize: number): number {
+  return RECORD_HEADER_SIZE + blockSize;
+}
+
+/** File offset of record slot `slot` in a log of `blockSize`-byte blocks. */
+export function changeLogSlotOffset(slot: number, blockSize: number): number {
+  return CLOG_HEADER_SIZE + slot * changeLogRecordSize(blockSize);
+}
+
+/**
+ * Whole records in a log file of `fileSize` bytes, from its size alone (a
+ * trailing partial record does not count). Lets `list` and `show` count
+ * logged blocks without opening logs or starting workers.
+ */
+export function changeLogRecordCount(fileSize: number, blockSize: number): number {
+  return Math.max(0, Math.floor((fileSize - CLOG_HEADER_SIZE) / changeLogRecordSize(blockSize)));
+}
+
 export interface ChangeLogHeader {
   snapshotId: number;
   partitionId: string;

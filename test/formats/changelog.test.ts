@@ -11,6 +11,9 @@ import {
   CLOG_HEADER_SIZE,
   RECORD_HEADER_SIZE,
   RECORD_MAGIC,
+  changeLogRecordCount,
+  changeLogRecordSize,
+  changeLogSlotOffset,
   encodeChangeLogHeader,
   type ChangeLogHeader,
   type ChangeLogOpenOptions,
@@ -105,6 +108,28 @@ test('byte layout of header and records matches docs/formats.md', async () => {
       assert.equal(b.readUInt32LE(o + 4), crc32(b.subarray(o + 32, o + RS), crc32(b.subarray(o + 8, o + 32))));
       assert.deepEqual(b.subarray(o + 32, o + RS), blockData(block, BS));
     }
+  } finally {
+    cleanup();
+  }
+});
+
+test('the exported geometry counts the records of a real log from its size (what list relies on)', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const file = path.join(dir, 'data.clog');
+    assert.equal(changeLogRecordSize(BS), RS);
+    await buildLog(file, THREE);
+    const size = fs.statSync(file).size;
+    const count = THREE.flat().length;
+    assert.equal(changeLogRecordCount(size, BS), count);
+    assert.equal(changeLogSlotOffset(count, BS), size);
+    const log = await ChangeLog.open(file, opts({ expectedLength: size }));
+    assert.equal(changeLogRecordCount(log.byteLength, BS), log.count);
+    await log.close();
+    // A torn partial record and a file shorter than the header count as no more records.
+    assert.equal(changeLogRecordCount(size + RS - 1, BS), count);
+    assert.equal(changeLogRecordCount(CLOG_HEADER_SIZE, BS), 0);
+    assert.equal(changeLogRecordCount(100, BS), 0);
   } finally {
     cleanup();
   }
