@@ -12,7 +12,8 @@ import { DataOp, FLAG_FUA, type ExportTarget, type ChangedBlocks, type Partition
 import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
 import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
 import { WorkerHandle } from './worker-handle.js';
-import { WriteGate } from '../worker/gate.js';
+import { WriteGate } from '../gate.js';
+import { maybeFault } from '../faults.js';
 
 export interface Range {
   offset: number;
@@ -356,12 +357,4 @@ export class Cluster {
     this.closing = true;
     for (const h of this.workers.values()) h.kill();
   }
-}
-
-/**
- * Test-only fault injection: VSNAP_FAULT=<point> makes the process die at that
- * point, to reach crash windows a random kill rarely hits.
- */
-export function maybeFault(point: string): void {
-  if (process.env.VSNAP_FAULT === point) process.kill(process.pid, 'SIGKILL');
 }

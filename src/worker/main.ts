@@ -23,7 +23,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
 import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
-import { WriteGate } from './gate.js';
+import { WriteGate } from '../gate.js';
 import { readState, writeState, type PartitionState } from './state.js';
 import { changeLogFile, snapshotDir } from '../store/layout.js';
 

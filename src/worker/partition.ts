@@ -16,9 +16,9 @@ import { UsageError, StaleError } from '../errors.js';
 import { blockSpan } from '../volume-map.js';
 import type { PartitionSpec, PartitionSnapshotReply } from './protocol.js';
 import { ExtentIO, HandleCache } from './extent-io.js';
-import { WriteGate } from './gate.js';
+import { WriteGate } from '../gate.js';
 import { identities } from '../store/backing.js';
-import { maybeFault } from '../coordinator/cluster.js';
+import { maybeFault } from '../faults.js';
 import { changeLogFile, changeLogName, partitionSnapshotFile, partitionSnapshotName } from '../store/layout.js';
 
 export interface LogEntry {
