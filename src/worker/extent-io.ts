@@ -8,27 +8,8 @@
 // (and ~1 M for synchronous writes).
 import fs from 'node:fs';
 import { mapPartitionRange, extentStarts, type MapExtent } from '../volume-map.js';
-
-function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-// Small writes go straight to the page cache synchronously: for 4 KiB random
-// writes the thread-pool round trip cost more than the copy itself (measured
-// with fio at QD32 on tmpfs: ~35k IOPS async, ~47k sync). Large writes stay
-// asynchronous so one big write never holds the event loop for long.
-const SYNC_WRITE_MAX = 64 * 1024;
-
-function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  if (len <= SYNC_WRITE_MAX) {
-    try {
-      return Promise.resolve(fs.writeSync(fd, buf, off, len, pos));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  }
-  return new Promise((resolve, reject) => fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
-}
+// Reads past the end of a backing file that shrank behind us read as zeros.
+import { readFullyZeroFilled as readFully, writeFully } from '../positional-io.js';
 
 function fdatasync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
@@ -68,30 +49,6 @@ export class HandleCache {
     const fds = [...this.fds.values()];
     this.fds.clear();
     await Promise.all(fds.map((fd) => new Promise<void>((r) => fs.close(fd, () => r()))));
-  }
-}
-
-async function readFully(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<void> {
-  while (len > 0) {
-    const n = await pread(fd, buf, off, len, pos);
-    if (n === 0) {
-      // Past the end of a backing file that shrank behind us: the manifest
-      // check guarantees the size at open, so this is someone else's doing.
-      buf.fill(0, off, off + len);
-      return;
-    }
-    off += n;
-    len -= n;
-    pos += n;
-  }
-}
-
-async function writeFully(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<void> {
-  while (len > 0) {
-    const n = await pwrite(fd, buf, off, len, pos);
-    off += n;
-    len -= n;
-    pos += n;
   }
 }
 
