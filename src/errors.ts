@@ -49,6 +49,16 @@ export interface SerializedError {
   errno?: string;
 }
 
+/**
+ * The errno a failed system call reports to a client: a full file system or
+ * quota is ENOSPC (a client may free space and retry), anything else EIO.
+ */
+export function errnoOf(err: unknown): 'ENOSPC' | 'EIO' {
+  if (err instanceof OperationError) return err.errno === 'ENOSPC' ? 'ENOSPC' : 'EIO';
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' ? 'ENOSPC' : 'EIO';
+}
+
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof StaleError) return { kind: 'stale', message: err.message };
   if (err instanceof IntegrityError) return { kind: 'integrity', message: err.message };
@@ -56,7 +66,7 @@ export function serializeError(err: unknown): SerializedError {
   if (err instanceof OperationError) return { kind: 'operation', message: err.message, errno: err.errno };
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string') {
-    return { kind: 'operation', message: e.message, errno: e.code === 'ENOSPC' ? 'ENOSPC' : 'EIO' };
+    return { kind: 'operation', message: e.message, errno: errnoOf(e) };
   }
   return { kind: 'internal', message: e instanceof Error ? (e.stack ?? e.message) : String(err) };
 }

@@ -66,6 +66,7 @@ class Worker {
           blockCount: spec.length / o.blockSize,
           cleanClose: clean,
           expectedLength: clean ? state.logs[String(id)] : undefined,
+          dropTail: state.dropTail?.includes(String(id)),
         });
         engine.logs.push({ id, log });
       }
@@ -199,8 +200,9 @@ class Worker {
       const logs: Record<string, number> = {};
       for (const l of e.logs) logs[String(l.id)] = l.log.byteLength;
       await e.closeLogs();
+      const dropTail = e.logs.filter((l) => l.log.tailPending).map((l) => String(l.id));
       if (!this.dirty && s.clean) continue;
-      await writeState(this.open.storeDir, e.spec.id, { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs });
+      await writeState(this.open.storeDir, e.spec.id, { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs, ...(dropTail.length ? { dropTail } : {}) });
     }
     await this.handles.closeAll();
   }

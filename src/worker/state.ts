@@ -13,6 +13,8 @@ export interface PartitionState {
   updatedAt: string;
   /** Change-log byte lengths at the last clean close, by snapshot id. */
   logs: Record<string, number>;
+  /** Snapshot ids whose log may hold a failed append's tail beyond its `logs` length (dropped at open). */
+  dropTail?: string[];
 }
 
 export function statePath(storeDir: string, partitionId: string): string {

@@ -61,6 +61,7 @@ export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: 
           blockCount: spec.length / req.blockSize,
           cleanClose: clean,
           expectedLength: clean ? state?.logs[String(snap.id)] : undefined,
+          dropTail: state?.dropTail?.includes(String(snap.id)),
           readOnly: true,
         });
         if (log.headerCrc !== rec.changeLogHeaderCrc) problem(clog, `header crc ${log.headerCrc} does not match ${rec.changeLogHeaderCrc} recorded in snapshot.json`);

@@ -320,7 +320,7 @@ test('concurrent appendBatch calls queue: write, fdatasync, write, fdatasync ...
   }
 });
 
-test('a failed fdatasync poisons the log until it is reopened and recovered', async () => {
+test('a failed fdatasync is undone: the batch is dropped, the file cut back, and appends resume once the cut is durable', async () => {
   const { dir, cleanup } = tempDir();
   const probe = await openFh(dir, 'r');
   const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
@@ -330,19 +330,25 @@ test('a failed fdatasync poisons the log until it is reopened and recovered', as
     const file = path.join(dir, 'data.clog');
     const log = await ChangeLog.create(file, hdr(), { blockCount: BLOCKS });
     await log.appendBatch([{ block: 1, data: blockData(1, BS) }]);
+    const good = log.byteLength;
+    // Every fdatasync fails, the one after the undo's truncate too: appends stay refused.
     proto.datasync = async () => {
       throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
     };
-    await assert.rejects(log.appendBatch([{ block: 2, data: blockData(2, BS) }]), { code: 'EIO' });
-    proto.datasync = orig;
+    await assert.rejects(log.appendBatch([{ block: 2, data: blockData(2, BS) }]), (e: unknown) => e instanceof OperationError && e.errno === 'EIO' && e.message.startsWith(`${file}: appending 1 record(s) at offset ${good} failed: EIO`));
     assert.equal(log.has(2), false);
-    await assert.rejects(log.appendBatch([{ block: 3, data: blockData(3, BS) }]), (e: unknown) => e instanceof OperationError && /reopen/.test(e.message));
+    assert.equal(log.byteLength, good);
+    await assert.rejects(log.appendBatch([{ block: 3, data: blockData(3, BS) }]), (e: unknown) => e instanceof OperationError && e.errno === 'EIO' && /cutting the log back to its last good length/.test(e.message));
+    // The disk recovers: the next append first makes the cut durable, then proceeds.
+    proto.datasync = orig;
+    await log.appendBatch([{ block: 3, data: blockData(3, BS) }]);
+    assert.equal(log.byteLength, good + RS);
+    assert.equal(fs.statSync(file).size, good + RS);
+    const len = log.byteLength;
     await log.close();
-    // The unsynced batch reached the page cache here, so recovery keeps it; either outcome is safe.
-    const again = await ChangeLog.open(file, opts({ cleanClose: false }));
-    assert.ok(again.has(1));
-    if (again.has(2)) assert.deepEqual(await again.readBlock(2), blockData(2, BS));
-    await again.appendBatch([{ block: 3, data: blockData(3, BS) }]);
+    assert.deepEqual(batchesOnDisk(file), [1, 2]);
+    const again = await ChangeLog.open(file, opts({ expectedLength: len }));
+    assert.deepEqual(await contents(again), new Map([1, 3].map((b) => [b, blockData(b, BS)])));
     await again.close();
   } finally {
     proto.datasync = orig;

@@ -90,6 +90,12 @@ export interface ChangeLogOpenOptions {
   cleanClose: boolean;
   /** File length recorded at the last clean close. */
   expectedLength?: number;
+  /**
+   * With cleanClose and expectedLength: the last writer recorded that an
+   * append failed and could not be cut off, so bytes beyond expectedLength
+   * are that append's and are dropped instead of being an integrity error.
+   */
+  dropTail?: boolean;
   /** Open without write access; recovery then trims the torn tail in memory only. */
   readOnly?: boolean;
 }

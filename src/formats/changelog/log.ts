@@ -11,7 +11,7 @@
 // on recovery after a crash the newest, possibly unsynced batch may be dropped
 // without losing any snapshot's data.
 import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { IntegrityError, OperationError } from '../../errors.js';
+import { IntegrityError, OperationError, errnoOf } from '../../errors.js';
 import { readFully, readvFully, writevFully } from '../../positional-io.js';
 import { BlockIndex } from '../block-index.js';
 import {
@@ -45,8 +45,10 @@ export class ChangeLog {
   private nextBatch: number;
   /** Tail of the append queue: each batch starts after the previous one settled. */
   private queue: Promise<unknown> = Promise.resolve();
-  /** Set when an append failed: the file's tail is unknown until a reopen recovers it. */
+  /** Set while a failed append is not yet undone: the file may hold bytes beyond `length`. */
   private failure: Error | undefined;
+  /** Bytes beyond the recorded clean length that a read-only open ignored (left on disk). */
+  private readonly ignoredTail: number;
 
   private constructor(args: {
     path: string;
@@ -58,6 +60,7 @@ export class ChangeLog {
     length: number;
     nextBatch: number;
     readOnly: boolean;
+    ignoredTail?: number;
   }) {
     this.path = args.path;
     this.fh = args.fh;
@@ -68,6 +71,7 @@ export class ChangeLog {
     this.length = args.length;
     this.nextBatch = args.nextBatch;
     this.readOnly = args.readOnly;
+    this.ignoredTail = args.ignoredTail ?? 0;
     this.recordSize = RECORD_HEADER_SIZE + args.header.blockSize;
   }
 
@@ -129,6 +133,7 @@ export class ChangeLog {
         length: finalLength,
         nextBatch: scan.lastBatch + 1,
         readOnly,
+        ignoredTail: readOnly ? scan.ignoredTail : 0,
       });
     } catch (e) {
       await fh.close().catch(() => undefined);
@@ -200,8 +205,10 @@ export class ChangeLog {
    * queue behind each other, so a batch never starts before the previous
    * batch's fdatasync completed. A block already in the log (or twice in the
    * batch), a wrong data length or a block outside the partition is a bug and
-   * rejects without writing. After an I/O failure the log refuses further
-   * appends: what reached the file is unknown until a reopen recovers it.
+   * rejects without writing. A batch whose write or fdatasync fails is undone
+   * (the file is cut back to the last durable batch) and rejects with an
+   * OperationError carrying the errno (ENOSPC or EIO); appends resume once
+   * the cut is durable (docs/formats.md "Appends").
    */
   appendBatch(records: ChangeLogRecord[]): Promise<void> {
     return this.enqueue(records, false).then(() => undefined);
@@ -277,16 +284,27 @@ export class ChangeLog {
       problems.push({ offset: 0, message: e.message });
     }
     const size = (await fh.stat()).size;
-    if (size !== this.length) {
+    // A read-only open leaves an undone append's tail on disk (docs/formats.md "Recovery rules on open").
+    if (size !== this.length + this.ignoredTail) {
       problems.push({ offset: Math.min(size, this.length), message: `${this.path} at offset ${Math.min(size, this.length)}: file is ${size} bytes, expected ${this.length}` });
     }
     bytesRead += await verifyRecords(fh, this.path, this.header.blockSize, this.blockCount, this.index, problems);
     return { bytesRead, problems };
   }
 
+  /**
+   * Whether the file may hold bytes beyond byteLength: an append failed and
+   * cutting it back has not succeeded yet (close tries once more). The
+   * partition state records such logs, so the next open drops the tail.
+   */
+  get tailPending(): boolean {
+    return this.failure !== undefined;
+  }
+
   /** Wait for queued appends to settle, then close. Idempotent. */
   async close(): Promise<void> {
     await this.queue;
+    if (this.failure && this.fh) await this.undoFailedAppend().catch(() => undefined);
     const fh = this.fh;
     this.fh = undefined;
     if (fh) await fh.close();
@@ -309,6 +327,28 @@ export class ChangeLog {
     return slot;
   }
 
+  /**
+   * Cut the file back to the end of the last durable batch and make that
+   * durable, after an append failed. Nothing of the failed batch is kept:
+   * which of its pages reached the disk is unknown, and nothing was written
+   * in place on the strength of it. Until this succeeds, appends are refused.
+   */
+  private async undoFailedAppend(): Promise<void> {
+    const first = this.failure as Error;
+    try {
+      const fh = this.handle();
+      await fh.truncate(this.length);
+      await fh.datasync();
+      this.failure = undefined;
+    } catch (e) {
+      throw new OperationError(
+        `${this.path}: an append failed (${first.message}) and cutting the log back to its last good length ${this.length} failed too (${(e as Error).message}); ` +
+          `appends resume once that succeeds, and the next open drops the tail`,
+        errnoOf(first),
+      );
+    }
+  }
+
   /** Queue one batch; returns the number of records written. */
   private enqueue(records: ChangeLogRecord[], skipPresent: boolean): Promise<number> {
     const run = this.queue.then(() => this.writeBatch(records, skipPresent));
@@ -319,9 +359,7 @@ export class ChangeLog {
   private async writeBatch(input: ChangeLogRecord[], skipPresent: boolean): Promise<number> {
     const fh = this.handle();
     if (this.readOnly) throw new Error(`change log ${this.path} is open read-only`);
-    if (this.failure) {
-      throw new OperationError(`change log ${this.path} is unusable after an earlier write failure (${this.failure.message}); reopen it to recover`);
-    }
+    if (this.failure) await this.undoFailedAppend();
     const bs = this.header.blockSize;
     const seen = new Set<number>();
     const records: ChangeLogRecord[] = [];
@@ -349,7 +387,10 @@ export class ChangeLog {
       await fh.datasync();
     } catch (e) {
       this.failure = e as Error;
-      throw e;
+      // Undo at once, so that a write after the failure (space freed) works;
+      // if undoing fails, the next append retries it first.
+      await this.undoFailedAppend().catch(() => undefined);
+      throw new OperationError(`${this.path}: appending ${records.length} record(s) at offset ${pos} failed: ${(e as Error).message}`, errnoOf(e));
     }
     for (const r of records) this.index.add(r.block);
     this.length = pos + records.length * this.recordSize;

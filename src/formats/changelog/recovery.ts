@@ -30,8 +30,17 @@ export async function scanRecords(
   blockSize: number,
   size: number,
   o: ChangeLogOpenOptions,
-): Promise<{ index: BlockIndex; lastBatch: number }> {
+): Promise<{ index: BlockIndex; lastBatch: number; ignoredTail: number }> {
   const rs = RECORD_HEADER_SIZE + blockSize;
+  // Bytes beyond the length recorded at a clean close, in a log the writer
+  // said it could not cut back after a failed append: never acknowledged, so
+  // not part of the log.
+  let ignoredTail = 0;
+  const recorded = o.expectedLength;
+  if (o.cleanClose && o.dropTail && recorded !== undefined && size > recorded && recorded >= CLOG_HEADER_SIZE && (recorded - CLOG_HEADER_SIZE) % rs === 0) {
+    ignoredTail = size - recorded;
+    size = recorded;
+  }
   const body = size - CLOG_HEADER_SIZE;
   const nSlots = Math.floor(body / rs);
   const partial = body % rs;
@@ -107,7 +116,7 @@ export async function scanRecords(
       throw err(finalLength, `after dropping a torn tail the log is ${finalLength} bytes, shorter than the ${o.expectedLength} recorded at its last clean close`);
     }
   }
-  return { index, lastBatch };
+  return { index, lastBatch, ignoredTail };
 }
 
 /**
