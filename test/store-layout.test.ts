@@ -15,6 +15,7 @@ test('store paths are the documented ones', () => {
   assert.equal(L.partitionStateFile(S, 'p-1'), '/srv/store/state/p-1.json');
   assert.equal(L.snapshotsDir(S), '/srv/store/snapshots');
   assert.equal(L.snapshotDir(S, 12), '/srv/store/snapshots/00000012');
+  assert.equal(L.snapshotsEntry(S, '00000012.tmp'), '/srv/store/snapshots/00000012.tmp');
   assert.equal(L.snapshotDir(S, 123456789), '/srv/store/snapshots/123456789');
   assert.equal(L.pendingSnapshotDir(S, 13), '/srv/store/snapshots/00000013.tmp');
   assert.equal(L.deletingSnapshotDir(S, 11), '/srv/store/snapshots/00000011.deleting');

@@ -74,6 +74,11 @@ export function isLeftoverName(name: string): boolean {
   return name.endsWith(PENDING_SUFFIX) || name.endsWith(DELETING_SUFFIX);
 }
 
+/** An entry of snapshots/ by its name as readdir gives it (committed or a leftover). */
+export function snapshotsEntry(storeDir: string, name: string): string {
+  return path.join(snapshotsDir(storeDir), name);
+}
+
 export function snapshotDir(storeDir: string, id: number): string {
   return path.join(snapshotsDir(storeDir), snapshotDirName(id));
 }

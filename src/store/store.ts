@@ -9,7 +9,7 @@ import { UsageError, IntegrityError } from '../errors.js';
 import { readRecord, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
-import { isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, stateDir, volumeFile } from './layout.js';
+import { isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
 import { identities, planStale, readBacking, volumeFiles, writeBacking, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
@@ -62,7 +62,7 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
   const out: SnapshotRecord[] = [];
   for (const n of names.filter(isSnapshotDirName).sort()) {
     try {
-      const file = snapshotRecordFile(path.join(snapshotsDir(storeDir), n));
+      const file = snapshotRecordFile(snapshotsEntry(storeDir, n));
       const rec = await readRecord<SnapshotRecord>(file, SNAPSHOT_KIND);
       if (rec.id !== Number(n)) throw new IntegrityError(`${file}: id ${rec.id} does not match its directory ${n}`);
       out.push(rec);
@@ -155,7 +155,7 @@ export class Store {
     const removed: string[] = [];
     for (const n of await fs.promises.readdir(sdir)) {
       if (isLeftoverName(n)) {
-        await fs.promises.rm(path.join(sdir, n), { recursive: true, force: true });
+        await fs.promises.rm(snapshotsEntry(dir, n), { recursive: true, force: true });
         removed.push(n);
       }
     }
