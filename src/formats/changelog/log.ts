@@ -23,13 +23,12 @@ import {
   decodeChangeLogHeader,
   encodeBatch,
   encodeChangeLogHeader,
-  sameHeader,
   type ChangeLogHeader,
   type ChangeLogOpenOptions,
   type ChangeLogRecord,
   type VerifyResult,
 } from './codec.js';
-import { scanRecords, verifyRecords } from './recovery.js';
+import { scanRecords, verifyLog } from './recovery.js';
 
 export class ChangeLog {
   readonly path: string;
@@ -268,28 +267,15 @@ export class ChangeLog {
 
   /** Full scan: re-check the file header, the length and every record's header and crc. Never throws for damage; I/O errors pass through. */
   async verify(): Promise<VerifyResult> {
-    const fh = this.handle();
-    const problems: { offset: number; message: string }[] = [];
-    let bytesRead = 0;
-    const hb = Buffer.alloc(CLOG_HEADER_SIZE);
-    const hn = await readFully(fh, hb, 0, CLOG_HEADER_SIZE, 0);
-    bytesRead += hn;
-    try {
-      const { header, crc } = decodeChangeLogHeader(hb.subarray(0, hn), this.path);
-      if (crc !== this.headerCrc || !sameHeader(header, this.header)) {
-        problems.push({ offset: 0, message: `${this.path} at offset 0: change log header changed since the log was opened` });
-      }
-    } catch (e) {
-      if (!(e instanceof IntegrityError)) throw e;
-      problems.push({ offset: 0, message: e.message });
-    }
-    const size = (await fh.stat()).size;
-    // A read-only open leaves an undone append's tail on disk (docs/formats.md "Recovery rules on open").
-    if (size !== this.length + this.ignoredTail) {
-      problems.push({ offset: Math.min(size, this.length), message: `${this.path} at offset ${Math.min(size, this.length)}: file is ${size} bytes, expected ${this.length}` });
-    }
-    bytesRead += await verifyRecords(fh, this.path, this.header.blockSize, this.blockCount, this.index, problems);
-    return { bytesRead, problems };
+    return verifyLog(this.handle(), {
+      path: this.path,
+      header: this.header,
+      headerCrc: this.headerCrc,
+      // A read-only open leaves an undone append's tail on disk (docs/formats.md "Recovery rules on open").
+      fileLength: this.length + this.ignoredTail,
+      blockCount: this.blockCount,
+      index: this.index,
+    });
   }
 
   /**

@@ -17,7 +17,11 @@ import {
   parseSlotHeader,
   readU64,
   recordCrc,
+  decodeChangeLogHeader,
+  sameHeader,
+  type ChangeLogHeader,
   type ChangeLogOpenOptions,
+  type VerifyResult,
 } from './codec.js';
 
 /**
@@ -174,11 +178,42 @@ async function firstTornRecord(fh: FileHandle, first: number, count: number, rs:
 }
 
 /**
+ * ChangeLog.verify(): re-read the file header (it must be the one the log was
+ * opened with), the file length and every record. Damage becomes a problem,
+ * never a throw; I/O errors pass through.
+ */
+export async function verifyLog(
+  fh: FileHandle,
+  log: { path: string; header: ChangeLogHeader; headerCrc: number; fileLength: number; blockCount: number; index: BlockIndex },
+): Promise<VerifyResult> {
+  const { path } = log;
+  const problems: { offset: number; message: string }[] = [];
+  const hb = Buffer.alloc(CLOG_HEADER_SIZE);
+  const hn = await readFully(fh, hb, 0, CLOG_HEADER_SIZE, 0);
+  try {
+    const { header, crc } = decodeChangeLogHeader(hb.subarray(0, hn), path);
+    if (crc !== log.headerCrc || !sameHeader(header, log.header)) {
+      problems.push({ offset: 0, message: `${path} at offset 0: change log header changed since the log was opened` });
+    }
+  } catch (e) {
+    if (!(e instanceof IntegrityError)) throw e;
+    problems.push({ offset: 0, message: e.message });
+  }
+  const size = (await fh.stat()).size;
+  if (size !== log.fileLength) {
+    const at = Math.min(size, log.fileLength);
+    problems.push({ offset: at, message: `${path} at offset ${at}: file is ${size} bytes, expected ${log.fileLength}` });
+  }
+  const bytesRead = hn + (await verifyRecords(fh, path, log.header.blockSize, log.blockCount, log.index, problems));
+  return { bytesRead, problems };
+}
+
+/**
  * verify()'s record pass: re-read the `count` records of an open log in slot
  * order and check each header, its batch order, its crc and that the slot
  * holds the block the index says. Damage becomes a problem, never a throw.
  */
-export async function verifyRecords(
+async function verifyRecords(
   fh: FileHandle,
   path: string,
   blockSize: number,
