@@ -49,6 +49,16 @@ export interface SerializedError {
   errno?: string;
 }
 
+/**
+ * The errno a failed system call reports to a client: a full file system or
+ * quota is ENOSPC (a client may free space and retry), anything else EIO.
+ */
+export function errnoOf(err: unknown): 'ENOSPC' | 'EIO' {
+  if (err instanceof OperationError) return err.errno === 'ENOSPC' ? 'ENOSPC' : 'EIO';
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' ? 'ENOSPC' : 'EIO';
+}
+
 /** A Node errno exception (fs, net, child_process): it has a string code such as EIO. */
 export function isErrnoError(err: unknown): err is NodeJS.ErrnoException {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && /^E[A-Z0-9]+$/.test((err as NodeJS.ErrnoException).code!);
@@ -66,7 +76,7 @@ export function describeErrnoError(e: NodeJS.ErrnoException): string {
 
 /** Wrap an errno failure as an OperationError that keeps the errno for the NBD layer. */
 export function operationErrorFrom(e: NodeJS.ErrnoException): OperationError {
-  return new OperationError(describeErrnoError(e), e.code === 'ENOSPC' ? 'ENOSPC' : 'EIO');
+  return new OperationError(describeErrnoError(e), errnoOf(e));
 }
 
 export function serializeError(err: unknown): SerializedError {

@@ -81,7 +81,7 @@ test('ids are never reused, even when volume.json is lost', async (t) => {
   const c = await vsnap(['create', manifest, '--name', 's4', '--json']);
   assert.equal(c.code, 0, c.stderr);
   assert.equal((JSON.parse(c.stdout) as { id: number }).id, 4);
-  fs.rmSync(path.join(store, 'state', 'ids.json'));
+  fs.rmSync(path.join(store, 'ids.json'));
   assert.equal((await vsnap(['delete', manifest, 's4'])).code, 0);
   const c2 = await vsnap(['create', manifest, '--name', 's5', '--json']);
   assert.equal((JSON.parse(c2.stdout) as { id: number }).id, 5, 'volume.json alone still remembers');

@@ -1,9 +1,9 @@
 // vsnap verify: read every file of the store and check it (checksums, record
 // chains, each partition snapshot's state against the manifest, every change
 // log whole). Exit 3 when anything is wrong, naming each problem.
-import path from 'node:path';
 import { loadManifest } from '../manifest/load.js';
-import { Store, snapshotsDir, snapshotDir } from '../store/store.js';
+import { Store, snapshotDir } from '../store/store.js';
+import { snapshotRecordFile, snapshotsEntry } from '../store/layout.js';
 import { resolveRef } from '../store/names.js';
 import { WorkerHandle } from '../coordinator/worker-handle.js';
 import type { VerifyProblem } from '../worker/protocol.js';
@@ -21,7 +21,7 @@ export async function verify(manifest: string, ref: string | undefined): Promise
   const store = await Store.open(volume, {
     command: 'verify',
     create: false,
-    onBadSnapshot: (dir, err) => problems.push({ snapshot: Number(dir), partition: null, file: path.join(snapshotsDir(volume.storeDir), dir, 'snapshot.json'), message: err.message }),
+    onBadSnapshot: (dir, err) => problems.push({ snapshot: Number(dir), partition: null, file: snapshotRecordFile(snapshotsEntry(volume.storeDir, dir)), message: err.message }),
   });
   try {
     const snaps = ref === undefined ? store.snapshots : [resolveRef(store.snapshots, ref)];

@@ -3,16 +3,17 @@
 // one-instant snapshot protocol (design.md §6). It never reads or writes
 // partition data itself.
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Volume } from '../manifest/layout.js';
 import { mapVolumeRange, mapPartitionRange, mergeRanges } from '../volume-map.js';
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError } from '../errors.js';
 import { DataOp, FLAG_FUA, type ExportTarget, type ChangedBlocks, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
-import { Store, SNAPSHOT_KIND, snapshotDir, snapshotsDir, type SnapshotRecord } from '../store/store.js';
+import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
+import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
 import { WorkerHandle } from './worker-handle.js';
-import { WriteGate } from '../worker/gate.js';
+import { WriteGate } from '../gate.js';
+import { maybeFault } from '../faults.js';
 import { isSyncFailure } from '../worker/extent-io.js';
 import { assertImagesFree } from '../io/image-lock.js';
 import { volumeFiles } from '../store/backing.js';
@@ -234,7 +235,7 @@ export class Cluster {
     await this.store.markWriting();
     const id = await this.store.reserveId();
     const final = snapshotDir(this.store.dir, id);
-    const tmp = `${final}.tmp`;
+    const tmp = pendingSnapshotDir(this.store.dir, id);
     await fs.promises.mkdir(tmp);
     const createdAt = new Date().toISOString();
     const t0 = process.hrtime.bigint();
@@ -271,7 +272,7 @@ export class Cluster {
           };
         }),
       };
-      await writeRecord(path.join(tmp, 'snapshot.json'), SNAPSHOT_KIND, { ...record });
+      await writeRecord(snapshotRecordFile(tmp), SNAPSHOT_KIND, { ...record });
       await fsyncDir(tmp);
       maybeFault('create-before-commit');
       // The commit point: the rename makes the whole snapshot visible at once.
@@ -302,6 +303,7 @@ export class Cluster {
   async deleteSnapshot(id: number): Promise<void> {
     await this.store.markWriting();
     const dir = snapshotDir(this.store.dir, id);
+    const deleting = deletingSnapshotDir(this.store.dir, id);
     await this.gate.freeze();
     try {
       await this.all((h) => h.control({ t: 'freeze' }));
@@ -309,12 +311,12 @@ export class Cluster {
       maybeFault('delete-after-merge');
       // Renaming first makes the removal atomic: a leftover .deleting
       // directory is already merged and is simply removed at the next open.
-      await fs.promises.rename(dir, `${dir}.deleting`);
+      await fs.promises.rename(dir, deleting);
       await fsyncDir(snapshotsDir(this.store.dir));
       // The rename decided the delete; the chain follows (the next open drops a listed id whose .deleting remains).
       await this.store.removed(id).catch((err: Error) => this.opts.log?.(`snapshot ${id} deleted; recording it in volume.json failed (${err.message}); the next open repairs it`));
       maybeFault('delete-before-rm'); // test-only: <id>.deleting renamed and durable, not yet removed
-      await fs.promises.rm(`${dir}.deleting`, { recursive: true, force: true });
+      await fs.promises.rm(deleting, { recursive: true, force: true });
     } catch (err) {
       // Some workers may have dropped the snapshot and others not: a server
       // restarts them all, so each reopens the store as it is on disk.
@@ -390,12 +392,4 @@ export class Cluster {
     this.closing = true;
     for (const h of this.workers.values()) h.kill();
   }
-}
-
-/**
- * Test-only fault injection: VSNAP_FAULT=<point> makes the process die at that
- * point, to reach crash windows a random kill rarely hits.
- */
-export function maybeFault(point: string): void {
-  if (process.env.VSNAP_FAULT === point) process.kill(process.pid, 'SIGKILL');
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import os from 'node:os';
 import { createHash } from 'node:crypto';
 import { UsageError } from '../errors.js';
+import { controlSocketInStore, defaultNbdSocket } from '../store/layout.js';
 
 export type ListenPlan = { kind: 'unix'; socketPath: string; uri: string } | { kind: 'tcp'; host: string; port: number; uri: string };
 
@@ -30,7 +31,7 @@ export function planListen(o: { socket?: string; listen?: string; allowRemote?: 
     const uriHost = net.isIPv6(host) ? `[${host}]` : host;
     return { kind: 'tcp', host, port, uri: `nbd://${uriHost}:${port}/` };
   }
-  const socketPath = path.resolve(o.socket ?? path.join(storeDir, 'nbd.sock'));
+  const socketPath = path.resolve(o.socket ?? defaultNbdSocket(storeDir));
   if (Buffer.byteLength(socketPath) > MAX_SUN_PATH) {
     throw new UsageError(`--socket: ${socketPath} is longer than a Unix socket path may be (${MAX_SUN_PATH} bytes); give a shorter --socket`);
   }
@@ -39,7 +40,7 @@ export function planListen(o: { socket?: string; listen?: string; allowRemote?: 
 
 /** The control socket: in the store when the path fits, else a per-store name in the temp directory. */
 export function controlSocketPath(storeDir: string): string {
-  const p = path.join(storeDir, 'control.sock');
+  const p = controlSocketInStore(storeDir);
   if (Buffer.byteLength(p) <= MAX_SUN_PATH) return p;
   return path.join(os.tmpdir(), `vsnap-${createHash('sha256').update(storeDir).digest('hex').slice(0, 16)}.sock`);
 }

@@ -16,8 +16,8 @@
 // the store's open found it. So a foreign write while vsnap runs, after
 // vsnap's last write to that file, also shows at the next open.
 import fs from 'node:fs';
-import path from 'node:path';
 import { readRecord, writeRecord } from '../formats/record-json.js';
+import { backingFile } from './layout.js';
 import type { Volume } from '../manifest/layout.js';
 import { readState } from '../worker/state.js';
 
@@ -45,8 +45,7 @@ export interface BackingRecord {
 }
 
 export function backingPath(storeDir: string): string {
-  // Beside volume.json, not in state/, so no partition id can collide with it.
-  return path.join(storeDir, 'backing.json');
+  return backingFile(storeDir);
 }
 
 export function volumeFiles(volume: Volume): string[] {

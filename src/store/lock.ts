@@ -2,8 +2,8 @@
 // names its holder so a second process can say who holds it; a lock whose
 // holder is dead (crash, kill -9) is taken over.
 import fs from 'node:fs';
-import path from 'node:path';
 import { OperationError } from '../errors.js';
+import { lockFile } from './layout.js';
 
 export interface LockInfo {
   pid: number;
@@ -34,7 +34,7 @@ export function processStart(pid: number): string | undefined {
 }
 
 export function lockPath(storeDir: string): string {
-  return path.join(storeDir, 'lock');
+  return lockFile(storeDir);
 }
 
 function alive(pid: number): boolean {

@@ -18,9 +18,8 @@ export function defaultName(now: Date, taken: ReadonlySet<string>): string {
   for (let i = 2; ; i++) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
 }
 
-export function snapshotDirName(id: number): string {
-  return String(id).padStart(8, '0');
-}
+// The directory name of a snapshot id is the store layout's (store/layout.ts).
+export { snapshotDirName } from './layout.js';
 
 export interface NamedSnapshot {
   id: number;

@@ -9,7 +9,7 @@ import { UsageError, IntegrityError } from '../errors.js';
 import { readRecord, readRecordSync, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
-import { snapshotDirName } from './names.js';
+import { idsFile, isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
 import { identities, identitiesIfPresent, leftByVsnap, planStale, readBacking, volumeFiles, writeBacking, type BackingIdentity, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
@@ -83,13 +83,8 @@ export function reconcileChain(listed: number[] | undefined, present: number[], 
 export const VOLUME_KIND = 'vsnap-volume';
 export const SNAPSHOT_KIND = 'vsnap-snapshot';
 
-export function snapshotsDir(storeDir: string): string {
-  return path.join(storeDir, 'snapshots');
-}
-
-export function snapshotDir(storeDir: string, id: number): string {
-  return path.join(snapshotsDir(storeDir), snapshotDirName(id));
-}
+// Paths are store/layout.ts's; these two stay exported here for existing importers.
+export { snapshotDir, snapshotsDir };
 
 /** Committed snapshot records in id order; skips uncommitted (.tmp) and deleting directories. */
 export async function readSnapshots(storeDir: string, onBad?: (dir: string, err: Error) => void): Promise<SnapshotRecord[]> {
@@ -101,10 +96,11 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
     throw err;
   }
   const out: SnapshotRecord[] = [];
-  for (const n of names.filter((x) => /^\d{8,}$/.test(x)).sort()) {
+  for (const n of names.filter(isSnapshotDirName).sort()) {
     try {
-      const rec = readRecordSync<SnapshotRecord>(path.join(snapshotsDir(storeDir), n, 'snapshot.json'), SNAPSHOT_KIND);
-      if (rec.id !== Number(n)) throw new IntegrityError(`${path.join(snapshotsDir(storeDir), n, 'snapshot.json')}: id ${rec.id} does not match its directory ${n}`);
+      const file = snapshotRecordFile(snapshotsEntry(storeDir, n));
+      const rec = readRecordSync<SnapshotRecord>(file, SNAPSHOT_KIND);
+      if (rec.id !== Number(n)) throw new IntegrityError(`${file}: id ${rec.id} does not match its directory ${n}`);
       out.push(rec);
     } catch (err) {
       if (!onBad) throw err;
@@ -117,7 +113,7 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
 /** The second copy of the id high-water mark, if readable. */
 function readIds(dir: string): number | undefined {
   try {
-    return readRecordSync<{ nextSnapshotId: number }>(path.join(dir, 'state', 'ids.json'), IDS_KIND).nextSnapshotId;
+    return readRecordSync<{ nextSnapshotId: number }>(idsFile(dir), IDS_KIND).nextSnapshotId;
   } catch {
     return undefined;
   }
@@ -152,21 +148,21 @@ export class Store {
     const dir = volume.storeDir;
     if (!fs.existsSync(dir)) {
       if (!o.create) return new Store(volume, dir, undefined, undefined, [], undefined);
-      await fs.promises.mkdir(path.join(dir, 'snapshots'), { recursive: true });
-      await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
+      await fs.promises.mkdir(snapshotsDir(dir), { recursive: true });
+      await fs.promises.mkdir(stateDir(dir), { recursive: true });
       await fsyncDir(dir);
       await fsyncDir(path.dirname(dir));
     }
-    await fs.promises.mkdir(path.join(dir, 'snapshots'), { recursive: true });
-    await fs.promises.mkdir(path.join(dir, 'state'), { recursive: true });
+    await fs.promises.mkdir(snapshotsDir(dir), { recursive: true });
+    await fs.promises.mkdir(stateDir(dir), { recursive: true });
     const lock = await StoreLock.acquire(dir, o.command, { socket: o.socket });
     try {
-      const names = fs.readdirSync(path.join(dir, 'snapshots'));
+      const names = fs.readdirSync(snapshotsDir(dir));
       const deleting = names.filter((n) => /^\d+\.deleting$/.test(n)).map((n) => parseInt(n, 10));
       const highest = Math.max(0, ...names.map((n) => parseInt(n, 10)).filter((n) => Number.isSafeInteger(n)));
       await Store.cleanLeftovers(dir);
       const snapshots = await readSnapshots(dir, o.onBadSnapshot);
-      const volFile = path.join(dir, 'volume.json');
+      const volFile = volumeFile(dir);
       let record: VolumeRecord | undefined;
       if (fs.existsSync(volFile)) record = await readRecord<VolumeRecord>(volFile, VOLUME_KIND);
       const chain = reconcileChain(record?.snapshots, snapshots.map((s) => s.id), deleting, (id) => snapshotDir(dir, id));
@@ -215,11 +211,11 @@ export class Store {
 
   /** Uncommitted creates (.tmp) and half-removed deletes (.deleting) never count. */
   static async cleanLeftovers(dir: string): Promise<string[]> {
-    const sdir = path.join(dir, 'snapshots');
+    const sdir = snapshotsDir(dir);
     const removed: string[] = [];
     for (const n of await fs.promises.readdir(sdir)) {
-      if (n.endsWith('.tmp') || n.endsWith('.deleting')) {
-        await fs.promises.rm(path.join(sdir, n), { recursive: true, force: true });
+      if (isLeftoverName(n)) {
+        await fs.promises.rm(snapshotsEntry(dir, n), { recursive: true, force: true });
         removed.push(n);
       }
     }
@@ -236,8 +232,8 @@ export class Store {
     if (!this.record) throw new Error('store not created');
     const id = Math.max(this.record.nextSnapshotId, (this.snapshots[this.snapshots.length - 1]?.id ?? 0) + 1, ...this.missing.map((m) => m + 1));
     this.record = { ...this.record, nextSnapshotId: id + 1 };
-    await writeRecord(path.join(this.dir, 'state', 'ids.json'), IDS_KIND, { nextSnapshotId: id + 1 });
-    await writeRecord(path.join(this.dir, 'volume.json'), VOLUME_KIND, { ...this.record });
+    await writeRecord(idsFile(this.dir), IDS_KIND, { nextSnapshotId: id + 1 });
+    await writeRecord(volumeFile(this.dir), VOLUME_KIND, { ...this.record });
     return id;
   }
 

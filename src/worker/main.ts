@@ -3,7 +3,6 @@
 // on fd 4. Only this process opens its partitions' extents and change logs.
 import net from 'node:net';
 import fs from 'node:fs';
-import path from 'node:path';
 import { serializeError } from '../errors.js';
 import { ChangeLog } from '../formats/changelog.js';
 import {
@@ -24,9 +23,9 @@ import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
 import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
-import { WriteGate } from './gate.js';
+import { WriteGate } from '../gate.js';
 import { readState, writeState, type PartitionState } from './state.js';
-import { snapshotDirName } from '../store/names.js';
+import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
 
 /** To the coordinator; if it is gone (killed), the disconnect handler ends this worker. */
@@ -68,13 +67,14 @@ class Worker {
       const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs: {} };
       for (const st of o.stale) if (st.partition === spec.id) for (const id of st.snapshots) engine.stale.set(id, st.reason);
       for (const id of o.snapshots) {
-        const file = path.join(o.storeDir, 'snapshots', snapshotDirName(id), `${spec.id}.clog`);
+        const file = changeLogFile(snapshotDir(o.storeDir, id), spec.id);
         if (!clean) unsyncedLogs.push(file);
         const log = await ChangeLog.open(file, {
           expect: { snapshotId: id, partitionId: spec.id, blockSize: o.blockSize, fingerprint: o.fingerprint },
           blockCount: spec.length / o.blockSize,
           cleanClose: clean,
           expectedLength: clean ? state.logs[String(id)] : undefined,
+          dropTail: state.dropTail?.includes(String(id)),
         });
         engine.logs.push({ id, log });
       }
@@ -215,9 +215,10 @@ class Worker {
       const logs: Record<string, number> = {};
       for (const l of e.logs) logs[String(l.id)] = l.log.byteLength;
       await e.closeLogs();
+      const dropTail = e.logs.filter((l) => l.log.tailPending).map((l) => String(l.id));
       if (!this.dirty && s.clean) continue;
       const backing = leftBehind(e.spec.extents.map((x) => x.path), this.tookOver.has(e.spec.id));
-      await writeState(this.open.storeDir, e.spec.id, { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs, backing });
+      await writeState(this.open.storeDir, e.spec.id, { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs, backing, ...(dropTail.length ? { dropTail } : {}) });
     }
     await this.handles.closeAll();
   }

@@ -10,16 +10,16 @@
 //     other writers: group commit), and only then writes in place.
 // A snapshot S_i reads b from the first of L_i..L_n holding it, else from the
 // live source.
-import path from 'node:path';
 import { ChangeLog } from '../formats/changelog.js';
 import { writePartitionSnapshot } from '../formats/psnap.js';
 import { UsageError, StaleError } from '../errors.js';
 import { blockSpan } from '../volume-map.js';
 import type { PartitionSpec, PartitionSnapshotReply } from './protocol.js';
 import { ExtentIO, HandleCache } from './extent-io.js';
-import { WriteGate } from './gate.js';
+import { WriteGate } from '../gate.js';
 import { identities } from '../store/backing.js';
-import { maybeFault } from '../coordinator/cluster.js';
+import { maybeFault } from '../faults.js';
+import { changeLogFile, changeLogName, partitionSnapshotFile, partitionSnapshotName } from '../store/layout.js';
 
 export interface LogEntry {
   id: number;
@@ -248,9 +248,9 @@ export class PartitionEngine {
 
   async prepare(snapshotId: number, tmpDir: string, createdAt: string): Promise<PartitionSnapshotReply> {
     await this.ctx.mutating();
-    const clogName = `${this.spec.id}.clog`;
-    const psnapName = `${this.spec.id}.psnap`;
-    const log = await ChangeLog.create(path.join(tmpDir, clogName), {
+    const clogName = changeLogName(this.spec.id);
+    const psnapName = partitionSnapshotName(this.spec.id);
+    const log = await ChangeLog.create(changeLogFile(tmpDir, this.spec.id), {
       snapshotId,
       partitionId: this.spec.id,
       blockSize: this.blockSize,
@@ -259,7 +259,7 @@ export class PartitionEngine {
     }, { blockCount: this.blockCount });
     this.prepared = log;
     const ids = identities(this.spec.extents.map((e) => e.path));
-    const { bytes, checksum } = await writePartitionSnapshot(path.join(tmpDir, psnapName), {
+    const { bytes, checksum } = await writePartitionSnapshot(partitionSnapshotFile(tmpDir, this.spec.id), {
       volumeFingerprint: this.ctx.fingerprint,
       snapshotId,
       partitionId: this.spec.id,
@@ -285,7 +285,7 @@ export class PartitionEngine {
     if (!log) return;
     await log.close();
     if (!commit) return;
-    const reopened = await ChangeLog.open(path.join(finalDir, `${this.spec.id}.clog`), {
+    const reopened = await ChangeLog.open(changeLogFile(finalDir, this.spec.id), {
       expect: { snapshotId, partitionId: this.spec.id, blockSize: this.blockSize, fingerprint: this.ctx.fingerprint },
       blockCount: this.blockCount,
       cleanClose: true,

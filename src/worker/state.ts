@@ -2,9 +2,9 @@
 // closed cleanly and the change-log lengths it left, so the next open can
 // tell a torn log tail (after a crash) from corruption (after a clean close).
 import fs from 'node:fs';
-import path from 'node:path';
 import { readRecord, writeRecord } from '../formats/record-json.js';
 import type { BackingIdentity } from '../store/backing.js';
+import { partitionStateFile } from '../store/layout.js';
 
 export const STATE_KIND = 'vsnap-partition-state';
 
@@ -16,10 +16,12 @@ export interface PartitionState {
   logs: Record<string, number>;
   /** Backing files this worker wrote, as its last own write left them (docs/formats.md). */
   backing?: BackingIdentity[];
+  /** Snapshot ids whose log may hold a failed append's tail beyond its `logs` length (dropped at open). */
+  dropTail?: string[];
 }
 
 export function statePath(storeDir: string, partitionId: string): string {
-  return path.join(storeDir, 'state', `${partitionId}.json`);
+  return partitionStateFile(storeDir, partitionId);
 }
 
 export async function readState(storeDir: string, partitionId: string): Promise<PartitionState | undefined> {

@@ -2,12 +2,11 @@
 // change log of the worker's partitions, read whole and checked. It opens
 // logs read-only and never fails on damage: it reports it.
 import fs from 'node:fs';
-import path from 'node:path';
 import { ChangeLog } from '../formats/changelog.js';
 import { readPartitionSnapshot } from '../formats/psnap.js';
 import { sha256Tagged } from '../formats/record-json.js';
-import { snapshotDirName } from '../store/names.js';
-import { readState } from './state.js';
+import { snapshotDir, snapshotMember, snapshotRecordFile } from '../store/layout.js';
+import { readState, statePath } from './state.js';
 import type { VerifyProblem, VerifyRequest } from './protocol.js';
 
 export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: VerifyProblem[]; bytesRead: number }> {
@@ -18,18 +17,18 @@ export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: 
     try {
       state = await readState(req.storeDir, spec.id);
     } catch (err) {
-      problems.push({ snapshot: null, partition: spec.id, file: path.join(req.storeDir, 'state', `${spec.id}.json`), message: (err as Error).message });
+      problems.push({ snapshot: null, partition: spec.id, file: statePath(req.storeDir, spec.id), message: (err as Error).message });
     }
     const clean = state ? state.clean : true;
     for (const snap of req.snapshots) {
       const rec = snap.partitions.find((p) => p.id === spec.id);
-      const dir = path.join(req.storeDir, 'snapshots', snapshotDirName(snap.id));
+      const dir = snapshotDir(req.storeDir, snap.id);
       const problem = (file: string | null, message: string) => problems.push({ snapshot: snap.id, partition: spec.id, file, message });
       if (!rec) {
-        problem(path.join(dir, 'snapshot.json'), `the snapshot record lists no partition ${spec.id}`);
+        problem(snapshotRecordFile(dir), `the snapshot record lists no partition ${spec.id}`);
         continue;
       }
-      const psnap = path.join(dir, rec.snapshotFile);
+      const psnap = snapshotMember(req.storeDir, snap.id, rec.snapshotFile);
       try {
         const bytes = await fs.promises.readFile(psnap);
         bytesRead += bytes.length;
@@ -54,7 +53,7 @@ export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: 
       } catch (err) {
         problem(psnap, (err as Error).message);
       }
-      const clog = path.join(dir, rec.changeLogFile);
+      const clog = snapshotMember(req.storeDir, snap.id, rec.changeLogFile);
       let log: ChangeLog | undefined;
       try {
         log = await ChangeLog.open(clog, {
@@ -62,6 +61,7 @@ export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: 
           blockCount: spec.length / req.blockSize,
           cleanClose: clean,
           expectedLength: clean ? state?.logs[String(snap.id)] : undefined,
+          dropTail: state?.dropTail?.includes(String(snap.id)),
           readOnly: true,
         });
         if (log.headerCrc !== rec.changeLogHeaderCrc) problem(clog, `header crc ${log.headerCrc} does not match ${rec.changeLogHeaderCrc} recorded in snapshot.json`);

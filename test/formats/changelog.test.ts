@@ -11,6 +11,9 @@ import {
   CLOG_HEADER_SIZE,
   RECORD_HEADER_SIZE,
   RECORD_MAGIC,
+  changeLogRecordCount,
+  changeLogRecordSize,
+  changeLogSlotOffset,
   encodeChangeLogHeader,
   type ChangeLogHeader,
   type ChangeLogOpenOptions,
@@ -105,6 +108,28 @@ test('byte layout of header and records matches docs/formats.md', async () => {
       assert.equal(b.readUInt32LE(o + 4), crc32(b.subarray(o + 32, o + RS), crc32(b.subarray(o + 8, o + 32))));
       assert.deepEqual(b.subarray(o + 32, o + RS), blockData(block, BS));
     }
+  } finally {
+    cleanup();
+  }
+});
+
+test('the exported geometry counts the records of a real log from its size (what list relies on)', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const file = path.join(dir, 'data.clog');
+    assert.equal(changeLogRecordSize(BS), RS);
+    await buildLog(file, THREE);
+    const size = fs.statSync(file).size;
+    const count = THREE.flat().length;
+    assert.equal(changeLogRecordCount(size, BS), count);
+    assert.equal(changeLogSlotOffset(count, BS), size);
+    const log = await ChangeLog.open(file, opts({ expectedLength: size }));
+    assert.equal(changeLogRecordCount(log.byteLength, BS), log.count);
+    await log.close();
+    // A torn partial record and a file shorter than the header count as no more records.
+    assert.equal(changeLogRecordCount(size + RS - 1, BS), count);
+    assert.equal(changeLogRecordCount(CLOG_HEADER_SIZE, BS), 0);
+    assert.equal(changeLogRecordCount(100, BS), 0);
   } finally {
     cleanup();
   }
@@ -295,7 +320,7 @@ test('concurrent appendBatch calls queue: write, fdatasync, write, fdatasync ...
   }
 });
 
-test('a failed fdatasync poisons the log until it is reopened and recovered', async () => {
+test('a failed fdatasync is undone: the batch is dropped, the file cut back, and appends resume once the cut is durable', async () => {
   const { dir, cleanup } = tempDir();
   const probe = await openFh(dir, 'r');
   const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
@@ -305,19 +330,25 @@ test('a failed fdatasync poisons the log until it is reopened and recovered', as
     const file = path.join(dir, 'data.clog');
     const log = await ChangeLog.create(file, hdr(), { blockCount: BLOCKS });
     await log.appendBatch([{ block: 1, data: blockData(1, BS) }]);
+    const good = log.byteLength;
+    // Every fdatasync fails, the one after the undo's truncate too: appends stay refused.
     proto.datasync = async () => {
       throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
     };
-    await assert.rejects(log.appendBatch([{ block: 2, data: blockData(2, BS) }]), { code: 'EIO' });
-    proto.datasync = orig;
+    await assert.rejects(log.appendBatch([{ block: 2, data: blockData(2, BS) }]), (e: unknown) => e instanceof OperationError && e.errno === 'EIO' && e.message.startsWith(`${file}: appending 1 record(s) at offset ${good} failed: EIO`));
     assert.equal(log.has(2), false);
-    await assert.rejects(log.appendBatch([{ block: 3, data: blockData(3, BS) }]), (e: unknown) => e instanceof OperationError && /reopen/.test(e.message));
+    assert.equal(log.byteLength, good);
+    await assert.rejects(log.appendBatch([{ block: 3, data: blockData(3, BS) }]), (e: unknown) => e instanceof OperationError && e.errno === 'EIO' && /cutting the log back to its last good length/.test(e.message));
+    // The disk recovers: the next append first makes the cut durable, then proceeds.
+    proto.datasync = orig;
+    await log.appendBatch([{ block: 3, data: blockData(3, BS) }]);
+    assert.equal(log.byteLength, good + RS);
+    assert.equal(fs.statSync(file).size, good + RS);
+    const len = log.byteLength;
     await log.close();
-    // The unsynced batch reached the page cache here, so recovery keeps it; either outcome is safe.
-    const again = await ChangeLog.open(file, opts({ cleanClose: false }));
-    assert.ok(again.has(1));
-    if (again.has(2)) assert.deepEqual(await again.readBlock(2), blockData(2, BS));
-    await again.appendBatch([{ block: 3, data: blockData(3, BS) }]);
+    assert.deepEqual(batchesOnDisk(file), [1, 2]);
+    const again = await ChangeLog.open(file, opts({ expectedLength: len }));
+    assert.deepEqual(await contents(again), new Map([1, 3].map((b) => [b, blockData(b, BS)])));
     await again.close();
   } finally {
     proto.datasync = orig;

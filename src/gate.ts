@@ -1,5 +1,7 @@
 // The freeze gate of design.md §6: while frozen, new writes wait at the gate;
-// freeze() resolves once the writes already past it have finished.
+// freeze() resolves once the writes already past it have finished. Used by the
+// coordinator (volume writes it routes) and by each worker (its own writes),
+// so it sits on the ground floor below both.
 export class WriteGate {
   private closed: Promise<void> | null = null;
   private reopen: (() => void) | null = null;

@@ -1,0 +1,386 @@
+// The change log (<partition>.clog): one per partition per snapshot, holding
+// the OLD contents of blocks written after that snapshot. Byte layout,
+// invariants and recovery rules are in docs/formats.md; codec.ts encodes and
+// checks the bytes, recovery.ts decides where a log ends when it is opened,
+// and this class is the open log: reads, appends, merge and verify.
+//
+// Records are fixed size so slot k's position is computed, never searched, and
+// a torn append can only damage whole slots at the end of the file. Appends
+// come in batches (one positional write, then fdatasync); the caller writes a
+// block in place only after the batch logging its old content is durable, so
+// on recovery after a crash the newest, possibly unsynced batch may be dropped
+// without losing any snapshot's data.
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { IntegrityError, OperationError, errnoOf } from '../../errors.js';
+import { readFully, readvFully, writevFully } from '../../positional-io.js';
+import { BlockIndex } from '../block-index.js';
+import {
+  CHUNK_BYTES,
+  CLOG_HEADER_SIZE,
+  RECORD_HEADER_SIZE,
+  checkExpect,
+  checkRecord,
+  decodeChangeLogHeader,
+  encodeBatch,
+  encodeChangeLogHeader,
+  type ChangeLogHeader,
+  type ChangeLogOpenOptions,
+  type ChangeLogRecord,
+  type VerifyResult,
+} from './codec.js';
+import { scanRecords, verifyLog } from './recovery.js';
+
+export class ChangeLog {
+  readonly path: string;
+  readonly header: ChangeLogHeader;
+  readonly headerCrc: number;
+  readonly readOnly: boolean;
+
+  private fh: FileHandle | undefined;
+  private readonly index: BlockIndex;
+  private readonly recordSize: number;
+  private readonly blockCount: number;
+  private length: number;
+  private nextBatch: number;
+  /** Tail of the append queue: each batch starts after the previous one settled. */
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Set while a failed append is not yet undone: the file may hold bytes beyond `length`. */
+  private failure: Error | undefined;
+  /** Bytes beyond the recorded clean length that a read-only open ignored (left on disk). */
+  private readonly ignoredTail: number;
+
+  private constructor(args: {
+    path: string;
+    fh: FileHandle;
+    header: ChangeLogHeader;
+    headerCrc: number;
+    index: BlockIndex;
+    blockCount: number;
+    length: number;
+    nextBatch: number;
+    readOnly: boolean;
+    ignoredTail?: number;
+  }) {
+    this.path = args.path;
+    this.fh = args.fh;
+    this.header = args.header;
+    this.headerCrc = args.headerCrc;
+    this.index = args.index;
+    this.blockCount = args.blockCount;
+    this.length = args.length;
+    this.nextBatch = args.nextBatch;
+    this.readOnly = args.readOnly;
+    this.ignoredTail = args.ignoredTail ?? 0;
+    this.recordSize = RECORD_HEADER_SIZE + args.header.blockSize;
+  }
+
+  /**
+   * Create a new, empty log (the file must not exist), write its header and
+   * fdatasync. The caller fsyncs the directory. `o.blockCount` (an addition to
+   * the minimal API) lets appendBatch refuse blocks outside the partition at
+   * once instead of producing a log that a later open rejects.
+   */
+  static async create(path: string, h: ChangeLogHeader, o: { blockCount?: number } = {}): Promise<ChangeLog> {
+    const { bytes, crc } = encodeChangeLogHeader(h);
+    const fh = await open(path, 'wx+', 0o644);
+    try {
+      await writevFully(fh, [bytes], 0);
+      await fh.datasync();
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      // O_EXCL made the file ours; a half-written log must not be left behind.
+      await unlink(path).catch(() => undefined);
+      throw e;
+    }
+    return new ChangeLog({
+      path,
+      fh,
+      header: { ...h },
+      headerCrc: crc,
+      index: new BlockIndex(),
+      blockCount: o.blockCount ?? Number.MAX_SAFE_INTEGER,
+      length: CLOG_HEADER_SIZE,
+      nextBatch: 1,
+      readOnly: false,
+    });
+  }
+
+  /** Open an existing log, check its header against `o.expect`, index it and, after an unclean close, recover its tail. */
+  static async open(path: string, o: ChangeLogOpenOptions): Promise<ChangeLog> {
+    const readOnly = o.readOnly ?? false;
+    if (!Number.isSafeInteger(o.blockCount) || o.blockCount < 0) throw new Error(`ChangeLog.open: invalid blockCount ${o.blockCount}`);
+    const fh = await open(path, readOnly ? 'r' : 'r+');
+    try {
+      const size = (await fh.stat()).size;
+      const hb = Buffer.alloc(CLOG_HEADER_SIZE);
+      const bytesRead = await readFully(fh, hb, 0, CLOG_HEADER_SIZE, 0);
+      const { header, crc } = decodeChangeLogHeader(hb.subarray(0, bytesRead), path);
+      checkExpect(header, o.expect, path);
+      const scan = await scanRecords(fh, path, header.blockSize, size, o);
+      const finalLength = CLOG_HEADER_SIZE + scan.index.size * (RECORD_HEADER_SIZE + header.blockSize);
+      if (finalLength < size && !readOnly) {
+        await fh.truncate(finalLength);
+        await fh.datasync();
+      }
+      return new ChangeLog({
+        path,
+        fh,
+        header,
+        headerCrc: crc,
+        index: scan.index,
+        blockCount: o.blockCount,
+        length: finalLength,
+        nextBatch: scan.lastBatch + 1,
+        readOnly,
+        ignoredTail: readOnly ? scan.ignoredTail : 0,
+      });
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Number of records. */
+  get count(): number {
+    return this.index.size;
+  }
+
+  /** File length in bytes (after recovery; for a read-only recovered log, the length it would be trimmed to). */
+  get byteLength(): number {
+    return this.length;
+  }
+
+  has(block: number): boolean {
+    return this.index.has(block);
+  }
+
+  /** Logged blocks, in record order. */
+  blocks(): IterableIterator<number> {
+    return this.index[Symbol.iterator]();
+  }
+
+  /**
+   * The logged (old) content of `block`, crc-checked. With `into`, the data is
+   * read straight into into[intoOffset, intoOffset + blockSize) and that view
+   * is returned; otherwise a new Buffer. Asking for a block that is not logged
+   * is a bug (check has() first).
+   */
+  async readBlock(block: number, into?: Buffer, intoOffset = 0): Promise<Buffer> {
+    const bs = this.header.blockSize;
+    let target: Buffer;
+    if (into) {
+      if (!(Number.isInteger(intoOffset) && intoOffset >= 0 && intoOffset + bs <= into.length)) {
+        throw new RangeError(`readBlock: ${bs} bytes do not fit at offset ${intoOffset} of a ${into.length}-byte buffer`);
+      }
+      target = into.subarray(intoOffset, intoOffset + bs);
+    } else {
+      target = Buffer.allocUnsafe(bs);
+    }
+    const slot = this.slotOf(block);
+    const hdr = Buffer.allocUnsafe(RECORD_HEADER_SIZE);
+    const off = this.offsetOf(slot);
+    // readv: header and data in one syscall, data landing in the caller's buffer (no copy).
+    const n = await readvFully(this.handle(), [hdr, target], off);
+    if (n < this.recordSize) throw new IntegrityError(`${this.path} at offset ${off + n}: record of block ${block} is cut short (file truncated after open?)`);
+    checkRecord(this.path, hdr, 0, target, off, block);
+    return target;
+  }
+
+  /** Bytes [within, within+length) of the logged block into into[intoOffset...]; the whole record is read to check its crc. */
+  async readRange(block: number, within: number, length: number, into: Buffer, intoOffset: number): Promise<void> {
+    const bs = this.header.blockSize;
+    if (!(Number.isInteger(within) && Number.isInteger(length) && within >= 0 && length >= 0 && within + length <= bs)) {
+      throw new RangeError(`readRange: [${within}, ${within + length}) is not inside a ${bs}-byte block`);
+    }
+    if (!(Number.isInteger(intoOffset) && intoOffset >= 0 && intoOffset + length <= into.length)) {
+      throw new RangeError(`readRange: ${length} bytes do not fit at offset ${intoOffset} of a ${into.length}-byte buffer`);
+    }
+    const data = await this.readBlock(block);
+    data.copy(into, intoOffset, within, within + length);
+  }
+
+  /**
+   * Append records as one batch: one positional write, then fdatasync. Calls
+   * queue behind each other, so a batch never starts before the previous
+   * batch's fdatasync completed. A block already in the log (or twice in the
+   * batch), a wrong data length or a block outside the partition is a bug and
+   * rejects without writing. A batch whose write or fdatasync fails is undone
+   * (the file is cut back to the last durable batch) and rejects with an
+   * OperationError carrying the errno (ENOSPC or EIO); appends resume once
+   * the cut is durable (docs/formats.md "Appends").
+   */
+  appendBatch(records: ChangeLogRecord[]): Promise<void> {
+    return this.enqueue(records, false).then(() => undefined);
+  }
+
+  /**
+   * Append every record of `src` whose block `dst` lacks, in batches of about
+   * 8 MiB; returns how many were appended. Idempotent: after a crash mid-merge,
+   * running it again (on the recovered dst) appends only what is still missing.
+   * Records read from src are crc-checked, so a damaged src fails the merge
+   * with an IntegrityError instead of spreading bad data.
+   */
+  static async mergeFrom(dst: ChangeLog, src: ChangeLog): Promise<number> {
+    if (dst === src) throw new Error('mergeFrom: source and destination are the same log');
+    const a = dst.header;
+    const b = src.header;
+    if (a.blockSize !== b.blockSize || a.partitionId !== b.partitionId || a.fingerprint !== b.fingerprint) {
+      throw new Error(`mergeFrom: ${src.path} and ${dst.path} belong to different partitions or volumes`);
+    }
+    const rs = src.recordSize;
+    const perBatch = Math.max(1, Math.floor(CHUNK_BYTES / rs));
+    const srcCount = src.count;
+    let moved = 0;
+    let slot = 0;
+    while (slot < srcCount) {
+      // Gather up to perBatch missing records as runs of consecutive slots, one read per run.
+      const runs: { first: number; n: number }[] = [];
+      let gathered = 0;
+      for (; slot < srcCount && gathered < perBatch; slot++) {
+        if (dst.has(src.index.blockAt(slot))) continue;
+        const last = runs[runs.length - 1];
+        if (last && last.first + last.n === slot) last.n++;
+        else runs.push({ first: slot, n: 1 });
+        gathered++;
+      }
+      if (gathered === 0) break;
+      const records: ChangeLogRecord[] = [];
+      for (const run of runs) {
+        const buf = Buffer.allocUnsafe(run.n * rs);
+        const off = src.offsetOf(run.first);
+        const got = await readFully(src.handle(), buf, 0, buf.length, off);
+        for (let i = 0; i < run.n; i++) {
+          const at = i * rs;
+          const recOff = off + at;
+          if (got < at + rs) throw new IntegrityError(`${src.path} at offset ${off + got}: record cut short (file truncated after open?)`);
+          const block = src.index.blockAt(run.first + i);
+          const data = buf.subarray(at + RECORD_HEADER_SIZE, at + rs);
+          checkRecord(src.path, buf, at, data, recOff, block);
+          records.push({ block, data });
+        }
+      }
+      // skipPresent: a block dst gained meanwhile keeps dst's copy (the older view wins).
+      moved += await dst.enqueue(records, true);
+    }
+    return moved;
+  }
+
+  /** Full scan: re-check the file header, the length and every record's header and crc. Never throws for damage; I/O errors pass through. */
+  async verify(): Promise<VerifyResult> {
+    return verifyLog(this.handle(), {
+      path: this.path,
+      header: this.header,
+      headerCrc: this.headerCrc,
+      // A read-only open leaves an undone append's tail on disk (docs/formats.md "Recovery rules on open").
+      fileLength: this.length + this.ignoredTail,
+      blockCount: this.blockCount,
+      index: this.index,
+    });
+  }
+
+  /**
+   * Whether the file may hold bytes beyond byteLength: an append failed and
+   * cutting it back has not succeeded yet (close tries once more). The
+   * partition state records such logs, so the next open drops the tail.
+   */
+  get tailPending(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** Wait for queued appends to settle, then close. Idempotent. */
+  async close(): Promise<void> {
+    await this.queue;
+    if (this.failure && this.fh) await this.undoFailedAppend().catch(() => undefined);
+    const fh = this.fh;
+    this.fh = undefined;
+    if (fh) await fh.close();
+  }
+
+  // --- internals -------------------------------------------------------------
+
+  private handle(): FileHandle {
+    if (!this.fh) throw new Error(`change log ${this.path} is closed`);
+    return this.fh;
+  }
+
+  private offsetOf(slot: number): number {
+    return CLOG_HEADER_SIZE + slot * this.recordSize;
+  }
+
+  private slotOf(block: number): number {
+    const slot = this.index.get(block);
+    if (slot < 0) throw new Error(`block ${block} is not in change log ${this.path}`);
+    return slot;
+  }
+
+  /**
+   * Cut the file back to the end of the last durable batch and make that
+   * durable, after an append failed. Nothing of the failed batch is kept:
+   * which of its pages reached the disk is unknown, and nothing was written
+   * in place on the strength of it. Until this succeeds, appends are refused.
+   */
+  private async undoFailedAppend(): Promise<void> {
+    const first = this.failure as Error;
+    try {
+      const fh = this.handle();
+      await fh.truncate(this.length);
+      await fh.datasync();
+      this.failure = undefined;
+    } catch (e) {
+      throw new OperationError(
+        `${this.path}: an append failed (${first.message}) and cutting the log back to its last good length ${this.length} failed too (${(e as Error).message}); ` +
+          `appends resume once that succeeds, and the next open drops the tail`,
+        errnoOf(first),
+      );
+    }
+  }
+
+  /** Queue one batch; returns the number of records written. */
+  private enqueue(records: ChangeLogRecord[], skipPresent: boolean): Promise<number> {
+    const run = this.queue.then(() => this.writeBatch(records, skipPresent));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeBatch(input: ChangeLogRecord[], skipPresent: boolean): Promise<number> {
+    const fh = this.handle();
+    if (this.readOnly) throw new Error(`change log ${this.path} is open read-only`);
+    if (this.failure) await this.undoFailedAppend();
+    const bs = this.header.blockSize;
+    const seen = new Set<number>();
+    const records: ChangeLogRecord[] = [];
+    for (const r of input) {
+      if (!Number.isSafeInteger(r.block) || r.block < 0 || r.block >= this.blockCount) {
+        throw new Error(`appendBatch(${this.path}): block ${r.block} is outside the partition`);
+      }
+      if (!Buffer.isBuffer(r.data) || r.data.length !== bs) {
+        throw new Error(`appendBatch(${this.path}): block ${r.block}: data must be exactly ${bs} bytes (got ${r.data?.length})`);
+      }
+      if (seen.has(r.block)) throw new Error(`appendBatch(${this.path}): block ${r.block} appears twice in one batch`);
+      seen.add(r.block);
+      if (this.index.has(r.block)) {
+        if (skipPresent) continue;
+        throw new Error(`appendBatch(${this.path}): block ${r.block} is already logged`);
+      }
+      records.push(r);
+    }
+    if (records.length === 0) return 0;
+    const batch = this.nextBatch;
+    const iov = encodeBatch(records, batch);
+    const pos = this.length;
+    try {
+      await writevFully(fh, iov, pos);
+      await fh.datasync();
+    } catch (e) {
+      this.failure = e as Error;
+      // Undo at once, so that a write after the failure (space freed) works;
+      // if undoing fails, the next append retries it first.
+      await this.undoFailedAppend().catch(() => undefined);
+      throw new OperationError(`${this.path}: appending ${records.length} record(s) at offset ${pos} failed: ${(e as Error).message}`, errnoOf(e));
+    }
+    for (const r of records) this.index.add(r.block);
+    this.length = pos + records.length * this.recordSize;
+    this.nextBatch = batch + 1;
+    return records.length;
+  }
+}
