@@ -31,7 +31,7 @@ export interface NbdLimits {
 export const DEFAULT_LIMITS: Readonly<NbdLimits> = Object.freeze({
   maxConnections: 64,
   maxRequestsPerConnection: 128,
-  requestBytesPerConnection: 16 * MIB,
+  requestBytesPerConnection: 8 * MIB,
   replyBytesPerConnection: 2 * MIB,
   totalBytes: 256 * MIB,
   stallTimeoutMs: 30_000,

@@ -90,6 +90,8 @@ export class Transmission {
       await Promise.all(this.pending);
       // The connection is closed right after this: every queued reply goes to the socket before its end().
       this.out.flush();
+      // A dropped socket's 'close' may not have come yet; what it held is given back now.
+      if (this.socket.destroyed) this.ledger.close();
     }
     return end;
   }
