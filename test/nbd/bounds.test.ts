@@ -42,7 +42,7 @@ async function deafClient(socket: string, structured = false): Promise<RawClient
   return c;
 }
 
-test('a client that never reads its READ replies is throttled to its share, dropped after the stall timeout, and gives every byte back', async () => {
+test('a client that never reads its READ replies is throttled to its share, dropped after the stall timeout, and gives every byte back', { timeout: 30_000 }, async () => {
   const live = pattern(16 * MiB, 301);
   const limits = { stallTimeoutMs: 600, requestBytesPerConnection: 4 * MiB, replyBytesPerConnection: MiB };
   await withInProcess({ live, server: { limits } }, async (s) => {
@@ -85,7 +85,7 @@ test('a client that never reads its READ replies is throttled to its share, drop
   });
 });
 
-test('a fast writer to a slow device holds no more than its request share', async () => {
+test('a fast writer to a slow device holds no more than its request share', { timeout: 30_000 }, async () => {
   const live = pattern(16 * MiB, 302);
   const limits = { requestBytesPerConnection: 2 * MiB };
   const wrap = (d: BlockDevice) => delayed(d, () => 5);
@@ -114,7 +114,7 @@ test('a fast writer to a slow device holds no more than its request share', asyn
   });
 });
 
-test('the server-wide budget holds back other connections until a deaf client is dropped', async () => {
+test('the server-wide budget holds back other connections until a deaf client is dropped', { timeout: 30_000 }, async () => {
   const live = pattern(8 * MiB, 303);
   const limits = { stallTimeoutMs: 500, totalBytes: 3 * MiB, requestBytesPerConnection: 3 * MiB, replyBytesPerConnection: MiB };
   await withInProcess({ live, server: { limits } }, async (s) => {
@@ -137,7 +137,7 @@ test('the server-wide budget holds back other connections until a deaf client is
   });
 });
 
-test('a dropped connection tears no write: each one landed whole or not at all', async () => {
+test('a dropped connection tears no write: each one landed whole or not at all', { timeout: 30_000 }, async () => {
   const live = pattern(16 * MiB, 304);
   const limits = { stallTimeoutMs: 400, requestBytesPerConnection: 4 * MiB, replyBytesPerConnection: 512 * 1024 };
   const wrap = (d: BlockDevice) => delayed(d, () => 30);
@@ -173,7 +173,7 @@ test('a dropped connection tears no write: each one landed whole or not at all',
   });
 });
 
-test('connections beyond the limit are closed at once; a freed slot is usable again', async () => {
+test('connections beyond the limit are closed at once; a freed slot is usable again', { timeout: 30_000 }, async () => {
   await withInProcess({ live: pattern(MiB, 305), server: { limits: { maxConnections: 2 } } }, async (s) => {
     const a = await RawClient.connect(s.socket);
     const b = await RawClient.connect(s.socket);
@@ -193,7 +193,7 @@ test('connections beyond the limit are closed at once; a freed slot is usable ag
   });
 });
 
-test('negotiation is bounded: a silent client is dropped, and option replies a client does not read stop the reading of options', async () => {
+test('negotiation is bounded: a silent client is dropped, and option replies a client does not read stop the reading of options', { timeout: 30_000 }, async () => {
   const snapshots: Record<string, Buffer> = {};
   for (let i = 0; i < 20; i++) snapshots[`snapshot-with-a-long-name-${i}`] = pattern(4096, 310 + i);
   const server = { limits: { stallTimeoutMs: 400 }, maxOptions: 1_000_000 };
