@@ -22,6 +22,8 @@ export class ByteReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private ended = false;
+  /** cancel() was called: bytes already buffered are not handed out either. */
+  private cancelled = false;
   private wanted = 0;
   private wake: (() => void) | undefined;
 
@@ -40,9 +42,15 @@ export class ByteReader {
     socket.on('close', end);
   }
 
-  /** Stop waiting: pending and later reads fail with EndOfStream. */
+  /**
+   * Stop waiting: pending and later reads fail with EndOfStream, even when the
+   * bytes are buffered (a dropped client's pipelined requests are not served).
+   */
   cancel(): void {
     this.ended = true;
+    this.cancelled = true;
+    this.chunks = [];
+    this.buffered = 0;
     this.notify();
   }
 
@@ -68,6 +76,7 @@ export class ByteReader {
   }
 
   private async fill(n: number, partialIfEnded: number): Promise<void> {
+    if (this.cancelled) throw new EndOfStream(0);
     while (this.buffered < n) {
       if (this.ended) throw new EndOfStream(this.buffered + partialIfEnded - n);
       this.wanted = n;

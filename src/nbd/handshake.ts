@@ -45,6 +45,26 @@ class BadOption extends Error {}
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * Option replies not yet taken by the client before the next option is read.
+ * A client that sends options without reading the answers (a LIST of
+ * thousands of snapshots each) otherwise makes the server queue them all.
+ */
+const MAX_UNSENT_OPTION_REPLIES = 64 * 1024;
+
+/** Resolves once the socket has sent what it queued, or has closed. */
+function drained(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
+}
+
 /** Cursor over an option's data that throws BadOption on any overrun. */
 class Fields {
   private at = 0;
@@ -120,6 +140,8 @@ export async function negotiate(
   let selection: Selection | undefined;
 
   for (let count = 1; ; count++) {
+    // Above the socket's high-water mark, so 'drain' is sure to come once the client reads.
+    if (socket.writableLength > MAX_UNSENT_OPTION_REPLIES && !socket.destroyed) await drained(socket);
     const header = await reader.read(16);
     if (header.readBigUInt64BE(0) !== IHAVEOPT) return { ended: 'dropped', reason: 'bad option magic' };
     const option = header.readUInt32BE(8);

@@ -1,6 +1,6 @@
 // Encoders for everything the server sends. Each function returns one Buffer
-// holding a whole message (or a whole reply of several chunks), so a reply is
-// handed to the socket in one write and replies never interleave.
+// holding a whole message (or a whole reply of several chunks), or, for READ
+// data, the list of pieces of one reply, which the reply writer keeps together.
 
 import {
   MAX_PAYLOAD_ADVERTISED,
@@ -48,11 +48,22 @@ export function lengthPrefixed(s: string): Buffer {
 
 export function simpleReply(cookie: bigint, error: number, data?: Buffer): Buffer {
   const out = Buffer.allocUnsafe(16 + (data?.length ?? 0));
+  writeSimpleHeader(out, cookie, error);
+  data?.copy(out, 16);
+  return out;
+}
+
+/** A successful simple READ reply as its header and the data itself (not copied). */
+export function simpleReadPieces(cookie: bigint, data: Buffer): Buffer[] {
+  const h = Buffer.allocUnsafe(16);
+  writeSimpleHeader(h, cookie, 0);
+  return [h, data];
+}
+
+function writeSimpleHeader(out: Buffer, cookie: bigint, error: number): void {
   out.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
   out.writeUInt32BE(error, 4);
   out.writeBigUInt64BE(cookie, 8);
-  data?.copy(out, 16);
-  return out;
 }
 
 function chunkHeader(out: Buffer, at: number, flags: number, type: number, cookie: bigint, length: number): void {
@@ -72,17 +83,24 @@ export function noneChunk(cookie: bigint): Buffer {
 
 /** A READ's data as OFFSET_DATA chunks of at most chunkMax bytes each; only the last carries DONE. */
 export function readChunks(cookie: bigint, offset: number, data: Buffer, chunkMax = MAX_PAYLOAD_ADVERTISED): Buffer {
-  if (data.length === 0) return noneChunk(cookie);
+  return Buffer.concat(readChunkPieces(cookie, offset, data, chunkMax));
+}
+
+/**
+ * readChunks as a list of chunk headers and views of `data`, to be written in
+ * order: the data is not copied, so a READ costs its length once, not twice.
+ */
+export function readChunkPieces(cookie: bigint, offset: number, data: Buffer, chunkMax = MAX_PAYLOAD_ADVERTISED): Buffer[] {
+  if (data.length === 0) return [noneChunk(cookie)];
   const count = Math.ceil(data.length / chunkMax);
-  const out = Buffer.allocUnsafe(count * 28 + data.length);
-  let at = 0;
+  const out: Buffer[] = [];
   for (let i = 0; i < count; i++) {
     const start = i * chunkMax;
     const len = Math.min(chunkMax, data.length - start);
-    chunkHeader(out, at, i === count - 1 ? REPLY_FLAG_DONE : 0, REPLY_TYPE.OFFSET_DATA, cookie, 8 + len);
-    out.writeBigUInt64BE(BigInt(offset + start), at + 20);
-    data.copy(out, at + 28, start, start + len);
-    at += 28 + len;
+    const h = Buffer.allocUnsafe(28);
+    chunkHeader(h, 0, i === count - 1 ? REPLY_FLAG_DONE : 0, REPLY_TYPE.OFFSET_DATA, cookie, 8 + len);
+    h.writeBigUInt64BE(BigInt(offset + start), 20);
+    out.push(h, data.subarray(start, start + len));
   }
   return out;
 }

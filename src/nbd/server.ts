@@ -5,6 +5,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { ExportProvider } from '../block.js';
 import { Connection } from './connection.js';
+import { SharedBudget } from './budget.js';
+import { resolveLimits, type NbdLimits } from './limits.js';
 
 export interface NbdServerOptions {
   /** Where connection events and failed requests are reported (default: nowhere). */
@@ -14,6 +16,8 @@ export interface NbdServerOptions {
    * when there are many exports, since `nbdinfo --list` sends one INFO per export.
    */
   maxOptions?: number;
+  /** Connection, memory and stall limits; each one left out takes its default (limits.ts). */
+  limits?: Partial<NbdLimits>;
 }
 
 export type ListenAddress = { socketPath: string } | { host: string; port: number };
@@ -25,6 +29,8 @@ export interface NbdServer {
   close(): Promise<void>;
   /** Open client connections, negotiating or transmitting. */
   readonly connections: number;
+  /** Request and reply bytes held for clients now (counted against limits.totalBytes). */
+  readonly bytesHeld: number;
 }
 
 export function createNbdServer(provider: ExportProvider, opts: NbdServerOptions = {}): NbdServer {
@@ -40,16 +46,27 @@ class Server implements NbdServer {
   /** The socket file we created, identified by inode so close() never removes a successor's. */
   private socketFile: { path: string; ino: number } | undefined;
   private readonly log: (msg: string) => void;
+  private readonly limits: NbdLimits;
+  /** Request and reply bytes held for all connections. */
+  private readonly budget: SharedBudget;
+  /** The last time a connection was refused for the count, so a flood logs once a second. */
+  private lastRefusal = 0;
 
   constructor(
     private readonly provider: ExportProvider,
     private readonly opts: NbdServerOptions,
   ) {
     this.log = opts.log ?? (() => {});
+    this.limits = resolveLimits(opts.limits);
+    this.budget = new SharedBudget(this.limits.totalBytes);
   }
 
   get connections(): number {
     return this.open.size;
+  }
+
+  get bytesHeld(): number {
+    return this.budget.used;
   }
 
   async listen(where: ListenAddress): Promise<string> {
@@ -84,9 +101,17 @@ class Server implements NbdServer {
       socket.destroy();
       return;
     }
+    if (this.open.size >= this.limits.maxConnections) {
+      // NBD has no way to refuse before negotiation: closing is the answer.
+      const now = Date.now();
+      if (now - this.lastRefusal >= 1000) this.log(`nbd: ${this.open.size} connections open, the limit: refusing a new one`);
+      this.lastRefusal = now;
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
     const maxOptions = this.opts.maxOptions ?? Math.max(1024, 2 * this.provider.list().length + 64);
-    const conn = new Connection(this.nextId++, socket, this.provider, maxOptions, this.log);
+    const conn = new Connection(this.nextId++, socket, this.provider, maxOptions, this.limits, this.budget, this.log);
     const done = conn.run().finally(() => this.open.delete(conn));
     this.open.set(conn, done);
   }

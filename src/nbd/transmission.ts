@@ -1,20 +1,24 @@
 // The transmission phase of one connection: read requests in order, run them
 // concurrently against the device, answer each as soon as it completes (so
 // replies go out of order, each with its cookie). Reading stops while too many
-// requests or bytes are in flight or the socket's send buffer is full, which is
-// what bounds memory against a client that writes faster than the device.
+// requests are in flight, while this connection or the whole server holds too
+// many request bytes, or while the client has not taken enough of its replies
+// (limits.ts): that bounds memory against a client that writes faster than the
+// device or never reads its replies. A request's payload is read only once its
+// bytes are reserved, so a dropped connection never leaves a write half done:
+// each WRITE either reached the device whole or never started.
 
 import type { Socket } from 'node:net';
 import { BlockError, type BlockDevice, type BlockExtent } from '../block.js';
 import { EndOfStream, type ByteReader } from './byte-reader.js';
 import { CMD, CMD_FLAG, ERRNO, MAX_PAYLOAD_ACCEPTED, STATE_HOLE, STATE_ZERO, BASE_ALLOCATION_ID } from './constants.js';
 import type { Negotiated } from './handshake.js';
-import { blockStatusChunk, errorChunk, noneChunk, readChunks, simpleReply } from './replies.js';
+import { blockStatusChunk, errorChunk, noneChunk, readChunkPieces, simpleReadPieces, simpleReply } from './replies.js';
 import { REQUEST_HEADER_LENGTH, checkRequest, commandName, parseRequest, type ExportState, type Request } from './requests.js';
+import { ConnectionLedger, type SharedBudget, type Waiting } from './budget.js';
+import type { NbdLimits } from './limits.js';
+import { ReplyWriter } from './reply-writer.js';
 
-const MAX_IN_FLIGHT = 128;
-/** Bytes of READ/WRITE payload in flight before reading pauses (one request may always run). */
-const MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
 /** A BLOCK_STATUS reply larger than this many extents is cut short, as the spec allows. */
 const MAX_EXTENTS = 65536;
 
@@ -23,17 +27,22 @@ export type TransmissionEnd = 'disc' | 'eof' | 'stopped' | 'protocol-error';
 
 export class Transmission {
   private inFlight = 0;
-  private inFlightBytes = 0;
   private readonly pending = new Set<Promise<void>>();
   private wake: (() => void) | undefined;
   private stopping = false;
+  /** A wait for shared bytes, cancelled by stop(). */
+  private waiting: Waiting | undefined;
   private readonly state: ExportState;
   private readonly device: BlockDevice;
+  private readonly ledger: ConnectionLedger;
+  private readonly out: ReplyWriter;
 
   constructor(
     private readonly socket: Socket,
     private readonly reader: ByteReader,
-    private readonly neg: Negotiated,
+    neg: Negotiated,
+    private readonly limits: NbdLimits,
+    private readonly shared: SharedBudget,
     private readonly log: (msg: string) => void,
   ) {
     this.device = neg.device;
@@ -43,15 +52,32 @@ export class Transmission {
       structuredReplies: neg.structuredReplies,
       metaContext: neg.metaContext,
     };
+    this.ledger = new ConnectionLedger(shared, limits.requestBytesPerConnection);
+    // Every reply byte taken may let this connection read again.
+    this.out = new ReplyWriter(socket, this.ledger, () => this.notify());
     socket.on('drain', () => this.notify());
-    socket.on('close', () => this.notify());
+    socket.on('close', () => {
+      this.ledger.close();
+      this.notify();
+    });
   }
 
   /** Stop reading requests; those already read are still answered. */
   stop(): void {
     this.stopping = true;
     this.reader.cancel();
+    this.waiting?.cancel();
     this.notify();
+  }
+
+  /** Milliseconds the client has left replies waiting without taking any (0 when none wait). */
+  stalledFor(now: number): number {
+    return this.out.stalledFor(now);
+  }
+
+  /** Bytes of replies the client has not taken yet. */
+  get replyBacklog(): number {
+    return this.out.backlog;
   }
 
   /** Serve until DISC, end of stream, stop() or a framing error; resolves after every request read has been answered. */
@@ -60,12 +86,12 @@ export class Transmission {
     try {
       end = await this.loop();
     } finally {
+      this.waiting?.cancel();
       await Promise.all(this.pending);
-      // The connection may be torn down right after this: hand every corked reply to the kernel now.
-      if (this.corked) {
-        this.corked = false;
-        this.socket.uncork();
-      }
+      // The connection is closed right after this: every queued reply goes to the socket before its end().
+      this.out.flush();
+      // A dropped socket's 'close' may not have come yet; what it held is given back now.
+      if (this.socket.destroyed) this.ledger.close();
     }
     return end;
   }
@@ -87,6 +113,8 @@ export class Transmission {
       if (req.type === CMD.DISC) return 'disc';
 
       const verdict = checkRequest(req, this.state);
+      const cost = verdict.ok ? this.costOf(req) : 0;
+      if (cost > 0 && !(await this.reserve(cost))) return 'stopped';
       let payload: Buffer | undefined;
       if (req.type === CMD.WRITE) {
         if (!verdict.ok && req.length > MAX_PAYLOAD_ACCEPTED) {
@@ -100,6 +128,7 @@ export class Transmission {
           if (verdict.ok) payload = await this.reader.read(req.length);
           else await this.reader.skip(req.length);
         } catch (err) {
+          if (cost > 0) this.ledger.done(cost);
           return this.ended(err, 'WRITE payload');
         }
       }
@@ -108,7 +137,7 @@ export class Transmission {
         this.reply(req, ERRNO[verdict.errno], verdict.message);
         continue;
       }
-      this.dispatch(req, verdict.offset, payload);
+      this.dispatch(req, verdict.offset, payload, cost);
     }
   }
 
@@ -119,18 +148,42 @@ export class Transmission {
     return 'eof';
   }
 
+  /** Bytes a request may make the server hold: its data, or the largest block-status reply. */
   private costOf(req: Request): number {
-    return req.type === CMD.READ || req.type === CMD.WRITE ? req.length : 0;
+    if (req.type === CMD.READ || req.type === CMD.WRITE) return req.length;
+    if (req.type === CMD.BLOCK_STATUS) return 24 + 8 * ((req.flags & CMD_FLAG.REQ_ONE) !== 0 ? 1 : MAX_EXTENTS);
+    return 0;
   }
 
+  /** Wait until another request may be read: few enough in flight, and the client taking its replies. */
   private async admit(): Promise<void> {
     for (;;) {
       if (this.stopping || this.socket.destroyed) return;
-      const busy =
-        this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= MAX_IN_FLIGHT_BYTES) || this.socket.writableNeedDrain;
+      const busy = this.inFlight >= this.limits.maxRequestsPerConnection || this.out.backlog >= this.limits.replyBytesPerConnection;
       if (!busy) return;
-      await new Promise<void>((resolve) => (this.wake = resolve));
+      await this.sleep();
     }
+  }
+
+  /** Reserve a request's bytes, from this connection's share and then the server's; false if stopped meanwhile. */
+  private async reserve(n: number): Promise<boolean> {
+    while (!this.ledger.fits(n)) {
+      if (this.stopping || this.socket.destroyed) return false;
+      await this.sleep();
+    }
+    if (!this.shared.tryTake(n)) {
+      if (this.stopping || this.socket.destroyed) return false;
+      this.waiting = this.shared.wait(n);
+      const taken = await this.waiting.taken;
+      this.waiting = undefined;
+      if (!taken) return false;
+    }
+    this.ledger.reserved(n);
+    return true;
+  }
+
+  private sleep(): Promise<void> {
+    return new Promise<void>((resolve) => (this.wake = resolve));
   }
 
   private notify(): void {
@@ -139,13 +192,11 @@ export class Transmission {
     w?.();
   }
 
-  private dispatch(req: Request, offset: number, payload: Buffer | undefined): void {
-    const cost = this.costOf(req);
+  private dispatch(req: Request, offset: number, payload: Buffer | undefined, cost: number): void {
     this.inFlight++;
-    this.inFlightBytes += cost;
     const p = this.execute(req, offset, payload).finally(() => {
       this.inFlight--;
-      this.inFlightBytes -= cost;
+      if (cost > 0) this.ledger.done(cost);
       this.pending.delete(p);
       this.notify();
     });
@@ -165,7 +216,8 @@ export class Transmission {
           }
           const data = await dev.read(offset, len);
           if (data.length !== len) throw new Error(`device read returned ${data.length} bytes, expected ${len}`);
-          this.send(this.state.structuredReplies ? readChunks(req.cookie, offset, data) : simpleReply(req.cookie, 0, data));
+          // The device's buffer is sent as it is, not copied: a device hands over the buffer it returns.
+          this.out.send(this.state.structuredReplies ? readChunkPieces(req.cookie, offset, data) : simpleReadPieces(req.cookie, data));
           return;
         }
         case CMD.WRITE:
@@ -217,20 +269,8 @@ export class Transmission {
     this.send(structured ? errorChunk(req.cookie, errno, message) : simpleReply(req.cookie, errno));
   }
 
-  private corked = false;
-
-  /** Replies finishing in the same tick go out in one writev, not one write each. */
   private send(buf: Buffer): void {
-    if (this.socket.destroyed || this.socket.writableEnded) return;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(buf);
+    this.out.send([buf]);
   }
 }
 
