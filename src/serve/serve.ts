@@ -40,25 +40,27 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
   try {
     cluster = await Cluster.start(store, { restartWorkers: true, log: o.log });
     const c = cluster;
-    // Catalogue changes run one at a time, in arrival order.
+    // Catalogue calls run one at a time, in arrival order.
     let queue: Promise<unknown> = Promise.resolve();
-    const catalogue = wrapCatalogue(localCatalogue(store, c), (_method, fn) => {
+    const serial = <T>(fn: () => Promise<T>): Promise<T> => {
       const p = queue.then(fn, fn);
       queue = p.catch(() => {});
       return p;
-    });
+    };
+    const local = localCatalogue(store, c);
+    const catalogue = wrapCatalogue(local, (_method, fn) => serial(fn));
     nbd = createNbdServer(new VolumeExports(c), { log: o.log });
     await nbd.listen(where.kind === 'unix' ? { socketPath: where.socketPath } : { host: where.host, port: where.port });
     ctl = await hostCatalogue(control, catalogue);
     if (o.everyMs) {
       timer = setInterval(() => {
-        void catalogue
-          .create({})
-          .then((s) => {
-            o.log(`periodic snapshot ${s.id} taken`);
-            // Prune even without keep flags: expired snapshots (--expires) go.
-            return catalogue.prune({ rules: o.keep, dryRun: false });
-          })
+        // One turn of the queue for both, so no request sees the snapshot taken but not yet pruned.
+        void serial(async () => {
+          const s = await local.create({});
+          o.log(`periodic snapshot ${s.id} taken`);
+          // Prune even without keep flags: expired snapshots (--expires) go.
+          return local.prune({ rules: o.keep, dryRun: false });
+        })
           .catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
       }, o.everyMs);
     }
