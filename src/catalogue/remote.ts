@@ -12,7 +12,7 @@ export function remoteCatalogue(socketPath: string): Catalogue {
   return out as Catalogue;
 }
 
-export function call<M extends Method>(socketPath: string, method: M, args: Args<M>): Promise<Result<M>> {
+function call<M extends Method>(socketPath: string, method: M, args: Args<M>): Promise<Result<M>> {
   return new Promise((resolve, reject) => {
     const conn = net.createConnection(socketPath);
     let buf = '';

@@ -30,13 +30,13 @@ async function answers(manifest: string) {
   };
 }
 
-/** The status without what depends on the process serving it. */
+/** The status without what depends on the process serving it (workers are listed in start order, which varies). */
 function stable(s: StatusReport) {
   return {
     ...s,
     heldBy: null,
     partitions: s.partitions.map((p) => ({ ...p, pid: 0 })),
-    workers: s.workers.map((w) => ({ ...w, pid: 0, rss: 0 })),
+    workers: s.workers.map((w) => ({ ...w, pid: 0, rss: 0 })).sort((a, b) => a.worker - b.worker),
   };
 }
 
