@@ -17,7 +17,8 @@ export interface CommitOutcome {
 
 function ioError(what: string, path: string, err: unknown): OperationError {
   const e = err as NodeJS.ErrnoException;
-  return new OperationError(`${what} ${path}: ${e.code ?? ''}${e.code ? ' ' : ''}${e.message}`, e.code === 'ENOSPC' ? 'ENOSPC' : 'EIO');
+  // Node's message already starts with the errno name ("EIO: i/o error, fsync").
+  return new OperationError(`${what} ${path}: ${e.message}`, e.code === 'ENOSPC' ? 'ENOSPC' : 'EIO');
 }
 
 /**

@@ -284,7 +284,9 @@ export class PartitionEngine {
 
   /** Before the commit point: this engine still holds the log it prepared for snapshotId. */
   confirmPrepared(snapshotId: number): void {
-    maybeFault('worker-after-prepare'); // test-only: PREPARE replied, the coordinator has not renamed yet
+    // test-only: PREPARE replied, the coordinator has not renamed yet (any worker, or worker N only)
+    maybeFault('worker-after-prepare');
+    maybeFault(`worker-${this.ctx.worker}-after-prepare`);
     if (this.prepared?.snapshotId !== snapshotId) {
       throw new OperationError(`partition ${this.spec.id} holds no prepared snapshot ${snapshotId} (prepared: ${this.prepared?.snapshotId ?? 'none'})`);
     }
