@@ -159,7 +159,8 @@ export const FLAG_FUA = 1;
  * Reply frame, 16-byte header then payload:
  *   u32 frame length, u8 status (0 ok, 1 error), u8 0, u16 0, u32 request id, u32 reserved;
  *   payload: data for a read, JSON SerializedError for an error.
- * Offsets are below 2^53, so a double carries them exactly.
+ * Offsets are below 2^53, so a double carries them exactly. Byte 4 (op or
+ * status) stays below 0x80: a StreamLink marks control frames there.
  */
 export const REQ_HEADER = 32;
 export const REPLY_HEADER = 16;
