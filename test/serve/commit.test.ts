@@ -159,6 +159,39 @@ test('serve: a worker killed after the commit rename, before THAW, is restarted 
   }
 });
 
+test('serve: workers killed in the middle of a delete: delete fails, the snapshot stays on disk and reads as before, restarted workers log into it', async (tt) => {
+  const skip = requireTool('qemu-io', 'qemu-utils');
+  if (skip) return tt.skip(skip);
+  const t = tmpdir();
+  const fx = makeFixture(t.dir, { blockSize: BS, scale: 1 });
+  let srv: Server | undefined;
+  try {
+    srv = await startServe(fx.manifest, [], { VSNAP_FAULT: 'worker-delete-after-merge' });
+    const s = srv;
+    await qemuIoOk(s.uri, [`write -P 0x71 0 ${fx.size}`, 'flush']);
+    const at1 = liveFromFiles(fx);
+    assert.equal((await vsnap(['create', fx.manifest, '--name', 's1'])).code, 0);
+    await qemuIoOk(s.uri, [`write -P 0x72 0 ${fx.size / 2}`, 'flush']);
+    const at2 = liveFromFiles(fx);
+    assert.equal((await vsnap(['create', fx.manifest, '--name', 's2'])).code, 0);
+    const d = await vsnap(['delete', fx.manifest, 's2']);
+    assert.equal(d.code, 1, `the delete must fail when its workers die before the commit point: ${d.stderr}`);
+    assert.match(d.stderr, /worker \d+ \(pid \d+\) exited on signal SIGKILL/);
+    assert.equal(diskSnapshotIds(fx).length, 2, 'both snapshots are still on disk');
+    const l = await vsnap(['list', fx.manifest, '--json']);
+    assert.deepEqual((JSON.parse(l.stdout) as { name: string }[]).map((x) => x.name), ['s1', 's2'], 'what delete reported is on disk');
+    // The restarted workers opened s2's log again: these writes must copy into it.
+    await qemuIoOk(s.uri, [`write -P 0x73 0 ${fx.size}`, 'flush']);
+    await qemuIoOk(s.exportUri('snapshot/s2'), [`read -P 0x72 0 ${fx.size / 2}`, `read -P 0x71 ${fx.size / 2} ${fx.size / 2}`], true);
+    await s.stop();
+    srv = undefined;
+    await checkStopped(fx, Buffer.alloc(fx.size, 0x73), new Map([['s1', at1], ['s2', at2]]));
+  } finally {
+    if (srv) await srv.stop().catch(() => undefined);
+    t.cleanup();
+  }
+});
+
 /** Attach strace to a running server (all its threads) to fail chosen syscalls; it detaches when the server exits. */
 async function attachStrace(pid: number, args: string[], log: string): Promise<{ exited: Promise<number | null> }> {
   const st = spawn('strace', ['-qq', '-f', '-o', log, ...args, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
