@@ -1,7 +1,8 @@
-// The coordinator: forks one worker per distinct worker index, routes
-// volume-level requests to the workers owning each piece, and runs the
-// one-instant snapshot protocol (design.md §6). It never reads or writes
-// partition data itself.
+// The coordinator: routes volume-level requests to the workers owning each
+// piece (started and restarted by worker-pool.ts), and runs the one-instant
+// snapshot protocol (design.md §6), deciding each create's and delete's
+// outcome from what its commit rename left on disk (commit.ts). It never
+// reads or writes partition data itself.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Volume } from '../manifest/layout.js';
