@@ -46,7 +46,7 @@ export async function verify(manifest: string, ref: string | undefined): Promise
         const parts = volume.partitions.filter((p) => p.worker === w);
         const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
         try {
-          const r = await h.control<{ problems: VerifyProblem[]; bytesRead: number }>({
+          const r = await h.control({
             t: 'verify',
             storeDir: store.dir,
             fingerprint: volume.fingerprint,

@@ -1,19 +1,22 @@
-// The coordinator: forks one worker per distinct worker index, routes
-// volume-level requests to the workers owning each piece, and runs the
-// one-instant snapshot protocol (design.md §6). It never reads or writes
-// partition data itself.
+// The coordinator: routes volume-level requests to the workers owning each
+// piece (started and restarted by worker-pool.ts), and runs the one-instant
+// snapshot protocol (design.md §6), deciding each create's and delete's
+// outcome from what its commit rename left on disk (commit.ts). It never
+// reads or writes partition data itself.
 import fs from 'node:fs';
 import type { Volume } from '../manifest/layout.js';
 import { mapVolumeRange, mapPartitionRange, mergeRanges } from '../volume-map.js';
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError } from '../errors.js';
-import { DataOp, FLAG_FUA, type ExportTarget, type ChangedBlocks, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
+import { DataOp, FLAG_FUA, type ExportTarget, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
 import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
-import { WorkerHandle } from './worker-handle.js';
+import type { WorkerHandle } from './worker-handle.js';
+import { WorkerPool, type PoolOptions } from './worker-pool.js';
 import { WriteGate } from '../gate.js';
 import { maybeFault } from '../faults.js';
+import { commitRename, pauseAt, type CommitOutcome } from './commit.js';
 import { isSyncFailure } from '../worker/extent-io.js';
 import { assertImagesFree } from '../io/image-lock.js';
 import { volumeFiles } from '../store/backing.js';
@@ -29,90 +32,50 @@ export interface FileRange {
   length: number;
 }
 
-export interface ClusterOptions {
-  force?: boolean;
-  /** Respawn a worker that dies (the server); its logs are recovered on open. */
-  restartWorkers?: boolean;
-  log?: (msg: string) => void;
-}
+export type ClusterOptions = PoolOptions;
 
 export class Cluster {
   /** Coordinator-level gate: a snapshot waits for the volume writes in flight and holds new ones. */
   private readonly gate = new WriteGate();
-  private closing = false;
-  private restarts: number[] = [];
+  /** A commit whose directory state is not known durable: writes fail until an fsync of `dir` succeeds (design §6). */
+  private undurable: { dir: string; error: Error } | undefined;
 
   private constructor(
     readonly volume: Volume,
     readonly store: Store,
-    readonly workers: Map<number, WorkerHandle>,
+    private readonly pool: WorkerPool,
     private readonly opts: ClusterOptions,
   ) {}
 
   static async start(store: Store, opts: ClusterOptions = {}): Promise<Cluster> {
     // As QEMU would: not while a VM or qemu-img holds a backing file (the workers' own locks would hide it).
     assertImagesFree(volumeFiles(store.volume));
-    const cluster = new Cluster(store.volume, store, new Map(), opts);
-    const indexes = [...new Set(store.volume.partitions.map((p) => p.worker))];
+    const pool = new WorkerPool(store.volume, store, opts);
+    await pool.start();
+    return new Cluster(store.volume, store, pool, opts);
+  }
+
+  get workers(): Map<number, WorkerHandle> {
+    return this.pool.workers;
+  }
+
+  private all<T>(fn: (h: WorkerHandle) => Promise<T>, workers?: WorkerHandle[]): Promise<T[]> {
+    return this.pool.all(fn, workers);
+  }
+
+  /** Writes and catalogue changes wait until the last commit's directory state is durable. */
+  private async ensureDurable(): Promise<void> {
+    const u = this.undurable;
+    if (!u) return;
     try {
-      await Promise.all(indexes.map((w) => cluster.spawnWorker(w)));
+      await fsyncDir(u.dir);
+      this.undurable = undefined;
+      this.opts.log?.(`${u.dir} is durable again; writes resume`);
     } catch (err) {
-      cluster.closing = true;
-      for (const h of cluster.workers.values()) h.kill();
-      await Promise.all([...cluster.workers.values()].map((h) => h.exited));
-      throw err;
+      throw new OperationError(
+        `writes are held: the last snapshot commit in ${u.dir} is not known to be durable (${u.error.message}), and fsync still fails: ${(err as Error).message}`,
+      );
     }
-    return cluster;
-  }
-
-  private async spawnWorker(w: number): Promise<WorkerHandle> {
-    const parts = this.volume.partitions.filter((p) => p.worker === w);
-    const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
-    try {
-      await h.control({
-        t: 'open',
-        storeDir: this.store.dir,
-        fingerprint: this.volume.fingerprint,
-        blockSize: this.volume.blockSize,
-        worker: w,
-        partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
-        snapshots: this.store.snapshots.map((s) => s.id),
-        force: this.opts.force ?? false,
-        stale: this.store.stale,
-      });
-    } catch (err) {
-      h.kill();
-      await h.exited;
-      throw err;
-    }
-    // Only an opened worker gets requests: until then they go to the old
-    // (dead) handle and fail at once with its error.
-    this.workers.set(w, h);
-    void h.exited.then(() => this.onWorkerExit(h));
-    return h;
-  }
-
-  /** After a failure that may leave workers disagreeing with the disk: restart them (server only). */
-  private resync(): void {
-    if (!this.opts.restartWorkers) return;
-    for (const h of this.workers.values()) h.kill();
-  }
-
-  /** A server restarts a dead worker, but not in a loop: at most 5 restarts a minute. */
-  private onWorkerExit(h: WorkerHandle): void {
-    if (this.closing || !this.opts.restartWorkers || this.workers.get(h.index) !== h) return;
-    const now = Date.now();
-    this.restarts = this.restarts.filter((t) => now - t < 60_000);
-    if (this.restarts.length >= 5) {
-      this.opts.log?.(`worker ${h.index} died again; not restarting it (5 restarts in the last minute)`);
-      return;
-    }
-    this.restarts.push(now);
-    this.opts.log?.(`worker ${h.index} (pid ${h.pid}) died; restarting it`);
-    this.spawnWorker(h.index).then(
-      (n) => this.opts.log?.(`worker ${h.index} restarted as pid ${n.pid}`),
-      (err) => this.opts.log?.(`worker ${h.index} failed to restart: ${(err as Error).message}`),
-    );
   }
 
   get size(): number {
@@ -121,18 +84,6 @@ export class Cluster {
 
   private worker(w: number): WorkerHandle {
     return this.workers.get(w)!;
-  }
-
-  /**
-   * Run fn on every worker and wait for all of them to settle before
-   * reporting the first failure: an abort must never clean up (say, remove a
-   * snapshot's .tmp directory) while another worker is still working in it.
-   */
-  private async all<T>(fn: (h: WorkerHandle) => Promise<T>): Promise<T[]> {
-    const results = await Promise.allSettled([...this.workers.values()].map(fn));
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    return results.map((r) => (r as PromiseFulfilledResult<T>).value);
   }
 
   checkRange(offset: number, length: number): void {
@@ -157,6 +108,7 @@ export class Cluster {
   }
 
   async write(offset: number, data: Buffer, fua = false): Promise<void> {
+    await this.ensureDurable();
     await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, data.length);
     await this.gate.enter();
@@ -184,6 +136,7 @@ export class Cluster {
   }
 
   async zero(offset: number, length: number, fua = false): Promise<void> {
+    await this.ensureDurable();
     await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, length);
     await this.gate.enter();
@@ -230,115 +183,152 @@ export class Cluster {
 
   // ---------- snapshots ----------
 
-  /** The one-instant protocol: freeze, prepare into <id>.tmp, commit by rename, thaw. */
+  /**
+   * The one-instant protocol: freeze, prepare into <id>.tmp, confirm,
+   * commit by rename, thaw. The outcome is decided here, once, from what the
+   * rename left on disk: before the commit point any failure (a worker that
+   * died after PREPARE included) aborts; after it the create has succeeded,
+   * and a worker that cannot switch to the new log is restarted from the disk.
+   */
   async createSnapshot(name: string, expiresAt: string | null): Promise<SnapshotRecord> {
+    await this.pool.restartsDone();
+    await this.ensureDurable();
     await this.store.markWriting();
     const id = await this.store.reserveId();
     const final = snapshotDir(this.store.dir, id);
     const tmp = pendingSnapshotDir(this.store.dir, id);
     await fs.promises.mkdir(tmp);
-    const createdAt = new Date().toISOString();
     const t0 = process.hrtime.bigint();
-    let record: SnapshotRecord;
     // Volume writes already sent finish first; new ones wait until the thaw.
     await this.gate.freeze();
+    const workers = [...this.workers.values()];
+    const decided = this.pool.beginDecision();
+    let record: SnapshotRecord | undefined;
+    let outcome: CommitOutcome;
     try {
-      await this.all((h) => h.control({ t: 'freeze' }));
-      const replies = await this.all(async (h) => ({ h, parts: await h.control<PartitionSnapshotReply[]>({ t: 'prepare', snapshotId: id, tmpDir: tmp, finalDir: final, createdAt }) }));
-      const byId = new Map<string, { h: WorkerHandle; r: PartitionSnapshotReply }>();
-      for (const { h, parts } of replies) for (const r of parts) byId.set(r.partition, { h, r });
-      const freezeMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      record = {
-        id,
-        name,
-        createdAt,
-        expiresAt,
-        size: this.volume.size,
-        blockSize: this.volume.blockSize,
-        fingerprint: this.volume.fingerprint,
-        coordinatorPid: process.pid,
-        freezeMs: Math.round(freezeMs * 1000) / 1000,
-        partitions: this.volume.partitions.map((p) => {
-          const { h, r } = byId.get(p.id)!;
-          return {
-            id: p.id,
-            worker: p.worker,
-            pid: h.pid,
-            snapshotFile: r.snapshotFile,
-            changeLogFile: r.changeLogFile,
-            snapshotBytes: r.snapshotBytes,
-            snapshotChecksum: r.snapshotChecksum,
-            changeLogHeaderCrc: r.changeLogHeaderCrc,
-          };
-        }),
-      };
-      await writeRecord(snapshotRecordFile(tmp), SNAPSHOT_KIND, { ...record });
-      await fsyncDir(tmp);
-      maybeFault('create-before-commit');
-      // The commit point: the rename makes the whole snapshot visible at once.
-      await fs.promises.rename(tmp, final);
-      await fsyncDir(snapshotsDir(this.store.dir));
-      maybeFault('create-after-commit'); // test-only: commit point durable, workers still frozen on the old logs
-    } catch (err) {
-      await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
-      await fs.promises.rm(tmp, { recursive: true, force: true });
-      this.gate.thaw();
-      throw err;
+      try {
+        record = await this.prepareAll(workers, id, name, expiresAt, tmp, t0);
+        maybeFault('create-before-commit');
+        // A worker that died after PREPARE (or was replaced) fails this, and the create aborts.
+        await this.all((h) => h.control({ t: 'confirm', snapshotId: id }), workers);
+        outcome = await commitRename(tmp, final, snapshotsDir(this.store.dir));
+      } catch (err) {
+        outcome = { committed: false, durable: true, error: err as Error };
+      }
+      // The rename was the commit point; the chain in volume.json follows it. If
+      // that write fails, the next open adds the committed directory back.
+      if (outcome.committed) await this.store.committed(record!).catch((err: Error) => this.opts.log?.(`snapshot ${id} committed; recording it in volume.json failed (${err.message}); the next open repairs it`));
+      if (!outcome.durable) this.undurable = { dir: snapshotsDir(this.store.dir), error: outcome.error! };
+      if (outcome.committed && outcome.durable) {
+        maybeFault('create-after-commit'); // test-only: commit point durable, workers still frozen on the old logs
+        await pauseAt('create-after-commit');
+      }
+    } finally {
+      decided();
     }
-    // The rename was the commit point; the chain in volume.json follows it. If
-    // that write fails, the next open adds the committed directory back.
-    await this.store.committed(record).catch((err: Error) => this.opts.log?.(`snapshot ${id} committed; recording it in volume.json failed (${err.message}); the next open repairs it`));
     try {
-      await this.all((h) => h.control({ t: 'thaw', commit: true }));
-    } catch (err) {
-      this.resync();
-      throw err;
+      await this.pool.thawAll(workers, outcome.committed ? { snapshotId: id, committed: true, dir: final } : { snapshotId: id, committed: false });
+      if (!outcome.committed) await fs.promises.rm(tmp, { recursive: true, force: true }).catch((err: Error) => this.opts.log?.(`cannot remove ${tmp} (the next open removes it): ${err.message}`));
     } finally {
       this.gate.thaw();
     }
+    if (!outcome.committed) throw outcome.error;
+    if (outcome.error) this.opts.log?.(`snapshot ${id} is committed, but ${outcome.error.message}; writes fail until ${snapshotsDir(this.store.dir)} can be fsynced`);
+    return record!;
+  }
+
+  /** FREEZE and PREPARE on every worker, then the snapshot record written and synced into tmp. */
+  private async prepareAll(workers: WorkerHandle[], id: number, name: string, expiresAt: string | null, tmp: string, t0: bigint): Promise<SnapshotRecord> {
+    const createdAt = new Date().toISOString();
+    await this.all((h) => h.control({ t: 'freeze' }), workers);
+    const replies = await this.all(async (h) => ({ h, parts: await h.control({ t: 'prepare', snapshotId: id, tmpDir: tmp, createdAt }) }), workers);
+    const byId = new Map<string, { h: WorkerHandle; r: PartitionSnapshotReply }>();
+    for (const { h, parts } of replies) for (const r of parts) byId.set(r.partition, { h, r });
+    const freezeMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const record: SnapshotRecord = {
+      id,
+      name,
+      createdAt,
+      expiresAt,
+      size: this.volume.size,
+      blockSize: this.volume.blockSize,
+      fingerprint: this.volume.fingerprint,
+      coordinatorPid: process.pid,
+      freezeMs: Math.round(freezeMs * 1000) / 1000,
+      partitions: this.volume.partitions.map((p) => {
+        const { h, r } = byId.get(p.id)!;
+        return {
+          id: p.id,
+          worker: p.worker,
+          pid: h.pid,
+          snapshotFile: r.snapshotFile,
+          changeLogFile: r.changeLogFile,
+          snapshotBytes: r.snapshotBytes,
+          snapshotChecksum: r.snapshotChecksum,
+          changeLogHeaderCrc: r.changeLogHeaderCrc,
+        };
+      }),
+    };
+    await writeRecord(snapshotRecordFile(tmp), SNAPSHOT_KIND, { ...record });
+    await fsyncDir(tmp);
     return record;
   }
 
-  /** Delete: merge the snapshot's logs into its predecessor's, then remove it (design.md §5). */
+  /**
+   * Delete: merge the snapshot's logs into its predecessor's, then remove it
+   * (design.md §5). The commit point is the rename to <id>.deleting: before
+   * it the snapshot stays and the workers (some may have dropped its log)
+   * restart from the disk; after it the delete has succeeded.
+   */
   async deleteSnapshot(id: number): Promise<void> {
+    await this.pool.restartsDone();
+    await this.ensureDurable();
     await this.store.markWriting();
     const dir = snapshotDir(this.store.dir, id);
     const deleting = deletingSnapshotDir(this.store.dir, id);
     await this.gate.freeze();
+    const workers = [...this.workers.values()];
+    const decided = this.pool.beginDecision();
+    let outcome: CommitOutcome;
     try {
-      await this.all((h) => h.control({ t: 'freeze' }));
-      await this.all((h) => h.control({ t: 'delete', snapshotId: id }));
-      maybeFault('delete-after-merge');
-      // Renaming first makes the removal atomic: a leftover .deleting
-      // directory is already merged and is simply removed at the next open.
-      await fs.promises.rename(dir, deleting);
-      await fsyncDir(snapshotsDir(this.store.dir));
+      try {
+        await this.all((h) => h.control({ t: 'freeze' }), workers);
+        await this.all((h) => h.control({ t: 'delete', snapshotId: id }), workers);
+        maybeFault('delete-after-merge');
+        // Renaming first makes the removal atomic: a leftover .deleting
+        // directory is already merged and is simply removed at the next open.
+        outcome = await commitRename(dir, deleting, snapshotsDir(this.store.dir));
+      } catch (err) {
+        outcome = { committed: false, durable: true, error: err as Error };
+      }
       // The rename decided the delete; the chain follows (the next open drops a listed id whose .deleting remains).
-      await this.store.removed(id).catch((err: Error) => this.opts.log?.(`snapshot ${id} deleted; recording it in volume.json failed (${err.message}); the next open repairs it`));
-      maybeFault('delete-before-rm'); // test-only: <id>.deleting renamed and durable, not yet removed
-      await fs.promises.rm(deleting, { recursive: true, force: true });
-    } catch (err) {
-      // Some workers may have dropped the snapshot and others not: a server
-      // restarts them all, so each reopens the store as it is on disk.
-      this.resync();
-      throw err;
+      if (outcome.committed) await this.store.removed(id).catch((err: Error) => this.opts.log?.(`snapshot ${id} deleted; recording it in volume.json failed (${err.message}); the next open repairs it`));
+      else this.pool.resync(workers);
+      if (!outcome.durable) this.undurable = { dir: snapshotsDir(this.store.dir), error: outcome.error! };
+      if (outcome.committed) maybeFault('delete-before-rm'); // test-only: <id>.deleting renamed and durable, not yet removed
     } finally {
-      await Promise.allSettled([...this.workers.values()].map((h) => h.control({ t: 'thaw', commit: false })));
+      decided();
+    }
+    try {
+      await this.pool.thawAll(workers, null);
+    } finally {
       this.gate.thaw();
     }
+    if (!outcome.committed) throw outcome.error;
+    await fs.promises.rm(deleting, { recursive: true, force: true }).catch((err: Error) => this.opts.log?.(`cannot remove ${deleting} (the next open removes it): ${err.message}`));
   }
 
   async restore(id: number, partitionIndexes: number[], onProgress?: (bytes: number) => void): Promise<number> {
     this.store.checkChain(id);
     await this.store.markWriting();
-    const results = await this.all((h) => h.control<{ restoredBytes: number }>({ t: 'restore', snapshotId: id, partitions: partitionIndexes }, onProgress));
+    const results = await this.all((h) => h.control({ t: 'restore', snapshotId: id, partitions: partitionIndexes }, onProgress));
     return results.reduce((a, r) => a + r.restoredBytes, 0);
   }
 
   /** Changed blocks as volume ranges and, when asked, backing-file ranges. */
   async changed(from: number, to: number | null, exact: boolean): Promise<{ ranges: Range[]; fileRanges: FileRange[] }> {
     this.store.checkChain(from);
-    const results = await this.all((h) => h.control<ChangedBlocks>({ t: 'changed', from, to, exact }));
+    const results = await this.all((h) => h.control({ t: 'changed', from, to, exact }));
     const bs = this.volume.blockSize;
     const ranges: Range[] = [];
     const files = new Map<string, Range[]>();
@@ -366,7 +356,7 @@ export class Cluster {
   async exportTo(view: number, targets: ExportTarget[], sparse: boolean, onProgress?: (bytes: number) => void): Promise<number> {
     if (view !== 0) this.store.checkChain(view);
     const results = await this.all((h) =>
-      h.control<{ bytes: number }>(
+      h.control(
         { t: 'export', view, sparse, targets: targets.filter((t) => this.volume.partitions[t.partition].worker === h.index) },
         onProgress,
       ),
@@ -375,21 +365,15 @@ export class Cluster {
   }
 
   async status(): Promise<WorkerStatus[]> {
-    return this.all((h) => h.control<WorkerStatus>({ t: 'status' }));
+    return this.all((h) => h.control({ t: 'status' }));
   }
 
   /** Orderly close: flush everyone first, so that no worker records backing-file identity while another still writes. */
-  async close(): Promise<void> {
-    this.closing = true;
-    const live = [...this.workers.values()].filter((h) => h.alive);
-    await Promise.allSettled(live.map((h) => h.control({ t: 'freeze' })));
-    const results = await Promise.allSettled(live.map((h) => h.close()));
-    const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-    if (failed) throw failed.reason;
+  close(): Promise<void> {
+    return this.pool.close();
   }
 
   kill(): void {
-    this.closing = true;
-    for (const h of this.workers.values()) h.kill();
+    this.pool.kill();
   }
 }

@@ -1,22 +1,24 @@
-// The coordinator's side of one worker process: fork, READY, control
-// requests over IPC, data requests as binary frames, and failure of exactly
-// this worker's outstanding requests when it dies.
-import { fork, type ChildProcess } from 'node:child_process';
+// The coordinator's side of one worker process: start it, wait for READY,
+// send typed control requests (each answered with its kind's reply type) and
+// data requests as binary frames over its link, and fail exactly this
+// worker's outstanding requests when it dies.
 import path from 'node:path';
-import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { OperationError, deserializeError, type SerializedError } from '../errors.js';
 import {
-  DATA_FD,
-  FrameReader,
   REPLY_HEADER,
   encodeRequest,
+  type ControlReplies,
   type ControlRequest,
+  type ControlRequestWithId,
   type DataRequest,
   type WorkerMessage,
 } from '../worker/protocol.js';
+import { forkWorker, type WorkerProcess } from '../transport/process.js';
 
-const WORKER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'worker', 'main.js');
+export const WORKER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'worker', 'main.js');
+
+export type WorkerLinkProcess = WorkerProcess<ControlRequestWithId, WorkerMessage>;
 
 interface Pending<T> {
   resolve: (v: T) => void;
@@ -27,22 +29,18 @@ export class WorkerHandle {
   private nextId = 1;
   private readonly ctl = new Map<number, Pending<unknown> & { onProgress?: (bytes: number) => void }>();
   private readonly io = new Map<number, Pending<Buffer | undefined>>();
-  private readonly data: Socket;
   private deathError: Error | undefined;
   readonly exited: Promise<void>;
-  pid = 0;
+  readonly pid: number;
 
   private constructor(
     readonly index: number,
     readonly partitions: string[],
-    private readonly child: ChildProcess,
+    private readonly proc: WorkerLinkProcess,
   ) {
-    this.pid = child.pid ?? 0;
-    this.data = child.stdio[DATA_FD] as Socket;
-    const reader = new FrameReader((f) => this.onReply(f));
-    this.data.on('data', (c: Buffer) => reader.push(c));
-    this.data.on('error', () => {});
-    child.on('message', (m: WorkerMessage) => {
+    this.pid = proc.pid;
+    proc.link.onFrame((f) => this.onReply(f));
+    proc.link.onMessage((m) => {
       if (m.t === 'progress') {
         this.ctl.get(m.reqId)?.onProgress?.(m.bytes);
         return;
@@ -54,34 +52,30 @@ export class WorkerHandle {
       if (m.ok) p.resolve(m.value);
       else p.reject(deserializeError(m.error));
     });
-    this.exited = new Promise((resolve) => {
-      child.on('exit', (code, signal) => {
-        this.deathError = new OperationError(
-          `worker ${index} (pid ${this.pid}) exited ${signal ? `on signal ${signal}` : `with code ${code}`}; partitions ${partitions.join(', ')} are unavailable`,
-        );
-        for (const p of [...this.ctl.values(), ...this.io.values()]) p.reject(this.deathError);
-        this.ctl.clear();
-        this.io.clear();
-        resolve();
-      });
+    this.exited = proc.ended.then((how) => {
+      this.deathError = new OperationError(`worker ${index} (pid ${this.pid}) exited ${how}; partitions ${partitions.join(', ')} are unavailable`);
+      for (const p of [...this.ctl.values(), ...this.io.values()]) p.reject(this.deathError);
+      this.ctl.clear();
+      this.io.clear();
     });
   }
 
+  /** Fork a worker on this host (IPC channel plus data pipe). */
   static spawn(index: number, partitions: string[]): Promise<WorkerHandle> {
-    const child = fork(WORKER_MAIN, [], {
-      // stdout is ignored: `vsnap read` streams raw bytes there.
-      stdio: ['ignore', 'ignore', 'inherit', 'ipc', 'pipe'],
-      serialization: 'advanced',
-    });
-    const h = new WorkerHandle(index, partitions, child);
+    return WorkerHandle.over(index, partitions, forkWorker(WORKER_MAIN));
+  }
+
+  /** A worker already started behind any link; resolves once it said READY. */
+  static over(index: number, partitions: string[], proc: WorkerLinkProcess): Promise<WorkerHandle> {
+    const h = new WorkerHandle(index, partitions, proc);
     return new Promise((resolve, reject) => {
-      const onMsg = (m: WorkerMessage) => {
-        if (m.t === 'ready') {
-          child.off('message', onMsg);
+      let ready = false;
+      proc.link.onMessage((m) => {
+        if (m.t === 'ready' && !ready) {
+          ready = true;
           resolve(h);
         }
-      };
-      child.on('message', onMsg);
+      });
       void h.exited.then(() => reject(h.deathError));
     });
   }
@@ -90,13 +84,14 @@ export class WorkerHandle {
     return this.deathError === undefined;
   }
 
-  control<T = unknown>(req: ControlRequest, onProgress?: (bytes: number) => void): Promise<T> {
+  /** One control request; the reply's type follows the request's kind. */
+  control<R extends ControlRequest>(req: R, onProgress?: (bytes: number) => void): Promise<ControlReplies[R['t']]> {
     if (this.deathError) return Promise.reject(this.deathError);
     const reqId = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<ControlReplies[R['t']]>((resolve, reject) => {
       this.ctl.set(reqId, { resolve: resolve as (v: unknown) => void, reject, onProgress });
-      this.child.send({ ...req, reqId }, (err) => {
-        if (err && this.ctl.delete(reqId)) reject(this.deathError ?? new OperationError(`worker ${this.index}: ${err.message}`));
+      this.proc.link.send({ ...req, reqId } as ControlRequestWithId).catch((err: Error) => {
+        if (this.ctl.delete(reqId)) reject(this.deathError ?? new OperationError(`worker ${this.index}: ${err.message}`));
       });
     });
   }
@@ -107,9 +102,7 @@ export class WorkerHandle {
     return new Promise((resolve, reject) => {
       this.io.set(reqId, { resolve, reject });
       // Header and payload leave in one writev instead of two writes.
-      this.data.cork();
-      for (const b of encodeRequest({ ...r, reqId })) this.data.write(b);
-      process.nextTick(() => this.data.uncork());
+      this.proc.link.sendFrame(encodeRequest({ ...r, reqId }));
     });
   }
 
@@ -124,21 +117,18 @@ export class WorkerHandle {
     else p.reject(deserializeError(JSON.parse(payload.toString()) as SerializedError));
   }
 
-  /** Ask the worker to close cleanly, then end the process. */
+  /** Ask the worker to close cleanly, then end the link, which ends the process. */
   async close(): Promise<void> {
     if (!this.alive) return;
     try {
       await this.control({ t: 'close' });
     } finally {
-      if (this.alive) {
-        this.data.end();
-        if (this.child.connected) this.child.disconnect();
-      }
+      if (this.alive) this.proc.link.end();
       await this.exited;
     }
   }
 
   kill(): void {
-    if (this.alive) this.child.kill('SIGKILL');
+    if (this.alive) this.proc.kill();
   }
 }

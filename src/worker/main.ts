@@ -1,22 +1,21 @@
 // Worker process entry point: owns the partitions pinned to one worker index.
-// Control requests arrive on the IPC channel; data requests as binary frames
-// on fd 4. Only this process opens its partitions' extents and change logs.
-import net from 'node:net';
+// Control requests and data frames arrive on the link to the coordinator
+// (src/transport/: IPC plus fd 4 when forked, stdin/stdout with --stdio).
+// Only this process opens its partitions' extents and change logs.
 import fs from 'node:fs';
 import { serializeError } from '../errors.js';
 import { ChangeLog } from '../formats/changelog.js';
 import {
-  DATA_FD,
   DataOp,
   FLAG_FUA,
-  FrameReader,
   decodeRequest,
   encodeReply,
+  type ControlKind,
+  type ControlReplies,
+  type ControlRequests,
   type ControlRequestWithId,
   type OpenRequest,
   type WorkerMessage,
-  type WorkerStatus,
-  type ChangedBlocks,
   type ExportTarget,
 } from './protocol.js';
 import type { FileHandle } from 'node:fs/promises';
@@ -27,11 +26,15 @@ import { WriteGate } from '../gate.js';
 import { readState, writeState, type PartitionState } from './state.js';
 import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
+import { parentLink } from '../transport/process.js';
 
-/** To the coordinator; if it is gone (killed), the disconnect handler ends this worker. */
-const send = (m: WorkerMessage) => {
-  if (process.connected) process.send!(m, undefined, undefined, () => {});
-};
+const link = parentLink<WorkerMessage, ControlRequestWithId>();
+
+/** To the coordinator; if it is gone (killed), the close handler ends this worker. */
+const send = (m: WorkerMessage): Promise<void> => link.send(m).catch(() => undefined);
+
+/** One handler per control request kind, each returning exactly that kind's reply. */
+type Handlers = { [K in ControlKind]: (req: ControlRequests[K] & { reqId: number }) => Promise<ControlReplies[K]> };
 
 class Worker {
   engines = new Map<number, PartitionEngine>();
@@ -111,70 +114,75 @@ class Worker {
     return e;
   }
 
-  async control(req: ControlRequestWithId): Promise<unknown> {
-    switch (req.t) {
-      case 'open':
-        await this.start(req);
-        return { pid: process.pid };
-      case 'freeze':
-        await this.gate.freeze();
-        await this.handles.sync();
-        return null;
-      case 'prepare': {
-        const out = [];
-        for (const e of this.engines.values()) out.push(await e.prepare(req.snapshotId, req.tmpDir, req.createdAt));
-        return out;
-      }
-      case 'thaw': {
-        // The coordinator sends thaw only after the commit point is durable.
-        const id = this.pendingId;
-        for (const e of this.engines.values()) await e.finishPrepare(req.commit, id ?? 0, this.pendingFinal ?? '');
-        this.pendingId = undefined;
+  readonly handlers: Handlers = {
+    open: async (req) => {
+      await this.start(req);
+      return { pid: process.pid };
+    },
+    freeze: async () => {
+      await this.gate.freeze();
+      await this.handles.sync();
+      return null;
+    },
+    prepare: async (req) => {
+      const out = [];
+      for (const e of this.engines.values()) out.push(await e.prepare(req.snapshotId, req.tmpDir, req.createdAt));
+      return out;
+    },
+    confirm: async (req) => {
+      for (const e of this.engines.values()) e.confirmPrepared(req.snapshotId);
+      return null;
+    },
+    thaw: async (req) => {
+      // The coordinator sends THAW only once the outcome is durable on disk;
+      // it names the committed directory, so nothing is remembered from PREPARE.
+      try {
+        for (const e of this.engines.values()) await e.finishPrepare(req.outcome);
+      } finally {
         this.gate.thaw();
-        return null;
       }
-      case 'delete': {
-        let moved = 0;
-        for (const e of this.engines.values()) if (e.logs.some((l) => l.id === req.snapshotId)) moved += await e.deleteSnapshot(req.snapshotId);
-        return { moved };
-      }
-      case 'restore': {
-        let bytes = 0;
-        const progress = throttledProgress(req.reqId);
-        for (const e of this.engines.values()) if (req.partitions.includes(e.spec.index)) bytes += await e.restore(req.snapshotId, progress.add);
-        progress.flush();
-        return { restoredBytes: bytes };
-      }
-      case 'changed': {
-        const out: ChangedBlocks = { partitions: [] };
-        for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
-        return out;
-      }
-      case 'export':
-        return this.exportTo(req.view, req.targets, req.sparse, throttledProgress(req.reqId));
-      case 'status': {
-        const s: WorkerStatus = {
-          pid: process.pid,
-          rss: process.memoryUsage().rss,
-          maxRss: process.resourceUsage().maxRSS * 1024,
-          partitions: [...this.engines.values()].map((e) => ({
-            id: e.spec.id,
-            clean: this.states.get(e.spec.id)?.clean ?? true,
-            loggedBlocks: e.logs.reduce((a, l) => a + l.log.count, 0),
-          })),
-        };
-        return s;
-      }
-      case 'verify':
-        return verifyPartitions(req);
-      case 'close':
-        await this.close();
-        return null;
-    }
-  }
+      return null;
+    },
+    delete: async (req) => {
+      let moved = 0;
+      for (const e of this.engines.values()) if (e.logs.some((l) => l.id === req.snapshotId)) moved += await e.deleteSnapshot(req.snapshotId);
+      return { moved };
+    },
+    restore: async (req) => {
+      let bytes = 0;
+      const progress = throttledProgress(req.reqId);
+      for (const e of this.engines.values()) if (req.partitions.includes(e.spec.index)) bytes += await e.restore(req.snapshotId, progress.add);
+      progress.flush();
+      return { restoredBytes: bytes };
+    },
+    changed: async (req) => {
+      const out: ControlReplies['changed'] = { partitions: [] };
+      for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
+      return out;
+    },
+    export: (req) => this.exportTo(req.view, req.targets, req.sparse, throttledProgress(req.reqId)),
+    status: async () => ({
+      pid: process.pid,
+      rss: process.memoryUsage().rss,
+      maxRss: process.resourceUsage().maxRSS * 1024,
+      partitions: [...this.engines.values()].map((e) => ({
+        id: e.spec.id,
+        clean: this.states.get(e.spec.id)?.clean ?? true,
+        loggedBlocks: e.logs.reduce((a, l) => a + l.log.count, 0),
+      })),
+    }),
+    verify: (req) => verifyPartitions(req),
+    close: async () => {
+      await this.close();
+      return null;
+    },
+  };
 
-  pendingId: number | undefined;
-  pendingFinal: string | undefined;
+  control<K extends ControlKind>(req: ControlRequests[K] & { reqId: number }): Promise<ControlReplies[K]> {
+    const handler = this.handlers[req.t as K] as ((r: typeof req) => Promise<ControlReplies[K]>) | undefined;
+    if (!handler) return Promise.reject(new Error(`unknown control request ${JSON.stringify(req.t)}`));
+    return handler(req);
+  }
 
   /** Copy the view into output files; all-zero chunks are left as holes (as qemu-img convert -S does). */
   async exportTo(view: number, targets: ExportTarget[], sparse: boolean, progress: ReturnType<typeof throttledProgress>): Promise<{ bytes: number }> {
@@ -238,7 +246,7 @@ function throttledProgress(reqId: number): { add: (n: number) => void; flush: ()
   let pending = 0;
   let last = 0;
   const flush = () => {
-    if (pending > 0) send({ t: 'progress', reqId, bytes: pending });
+    if (pending > 0) void send({ t: 'progress', reqId, bytes: pending });
     pending = 0;
     last = Date.now();
   };
@@ -253,22 +261,14 @@ function throttledProgress(reqId: number): { add: (n: number) => void; flush: ()
 
 const worker = new Worker();
 
-process.on('message', (raw: unknown) => {
-  const req = raw as ControlRequestWithId;
-  if (req.t === 'prepare') {
-    worker.pendingId = req.snapshotId;
-    worker.pendingFinal = req.finalDir;
-  }
+link.onMessage((req) => {
   worker.control(req).then(
-    (value) => {
-      send({ t: 'reply', reqId: req.reqId, ok: true, value: value ?? null });
-    },
+    (value) => send({ t: 'reply', reqId: req.reqId, ok: true, value }),
     (err) => send({ t: 'reply', reqId: req.reqId, ok: false, error: serializeError(err) }),
   );
 });
 
-const data = new net.Socket({ fd: DATA_FD, readable: true, writable: true });
-const reader = new FrameReader((frame) => {
+link.onFrame((frame) => {
   const r = decodeRequest(frame);
   // Socket reads hand out fresh buffers, so the payload can be kept without a copy.
   const payload = r.payload;
@@ -295,29 +295,15 @@ const reader = new FrameReader((frame) => {
     work = Promise.reject(err);
   }
   work.then(
-    (buf) => sendReply(encodeReply(r.reqId, true, buf)),
-    (err) => sendReply(encodeReply(r.reqId, false, Buffer.from(JSON.stringify(serializeError(err))))),
+    (buf) => link.sendFrame(encodeReply(r.reqId, true, buf)),
+    (err) => link.sendFrame(encodeReply(r.reqId, false, Buffer.from(JSON.stringify(serializeError(err))))),
   );
 });
-data.on('data', (chunk: Buffer) => reader.push(chunk));
 
-// Replies finishing in the same tick leave in one writev.
-let corked = false;
-function sendReply(parts: Buffer[]): void {
-  if (!corked) {
-    corked = true;
-    data.cork();
-    process.nextTick(() => {
-      corked = false;
-      data.uncork();
-    });
-  }
-  for (const b of parts) data.write(b);
-}
-data.on('error', () => process.exit(1));
-process.on('disconnect', () => process.exit(0));
+// The coordinator is gone (killed, or it ended the link): nobody is left to serve.
+link.onClose(() => process.exit(0));
 // Ctrl-C reaches the whole process group; the coordinator decides how the
 // workers stop (an orderly close), so a worker ignores the signal itself.
 process.on('SIGINT', () => {});
 
-send({ t: 'ready', pid: process.pid });
+void send({ t: 'ready', pid: process.pid });

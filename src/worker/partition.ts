@@ -12,9 +12,9 @@
 // live source.
 import { ChangeLog } from '../formats/changelog.js';
 import { writePartitionSnapshot } from '../formats/psnap.js';
-import { UsageError, StaleError } from '../errors.js';
+import { UsageError, StaleError, OperationError } from '../errors.js';
 import { blockSpan } from '../volume-map.js';
-import type { PartitionSpec, PartitionSnapshotReply } from './protocol.js';
+import type { PartitionSpec, PartitionSnapshotReply, ThawOutcome } from './protocol.js';
 import { ExtentIO, HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
 import { identities } from '../store/backing.js';
@@ -55,7 +55,8 @@ export class PartitionEngine {
   private pendingCopies = new Map<number, Promise<void>>();
   private queue: QueuedCopy[] = [];
   private pumping = false;
-  private prepared: ChangeLog | undefined;
+  /** The log prepared by PREPARE, until THAW commits or drops it. */
+  private prepared: { snapshotId: number; log: ChangeLog } | undefined;
 
   constructor(
     readonly spec: PartitionSpec,
@@ -248,6 +249,9 @@ export class PartitionEngine {
 
   async prepare(snapshotId: number, tmpDir: string, createdAt: string): Promise<PartitionSnapshotReply> {
     await this.ctx.mutating();
+    // A create that never reached its THAW (its coordinator aborted it) left this behind.
+    if (this.prepared) await this.prepared.log.close();
+    this.prepared = undefined;
     const clogName = changeLogName(this.spec.id);
     const psnapName = partitionSnapshotName(this.spec.id);
     const log = await ChangeLog.create(changeLogFile(tmpDir, this.spec.id), {
@@ -257,7 +261,7 @@ export class PartitionEngine {
       fingerprint: this.ctx.fingerprint,
       createdAtMs: Date.parse(createdAt),
     }, { blockCount: this.blockCount });
-    this.prepared = log;
+    this.prepared = { snapshotId, log };
     const ids = identities(this.spec.extents.map((e) => e.path));
     const { bytes, checksum } = await writePartitionSnapshot(partitionSnapshotFile(tmpDir, this.spec.id), {
       volumeFingerprint: this.ctx.fingerprint,
@@ -278,19 +282,34 @@ export class PartitionEngine {
     return { partition: this.spec.id, snapshotFile: psnapName, changeLogFile: clogName, snapshotBytes: bytes, snapshotChecksum: checksum, changeLogHeaderCrc: log.headerCrc };
   }
 
-  /** After the commit point the new log becomes the newest; after an abort it is dropped. */
-  async finishPrepare(commit: boolean, snapshotId: number, finalDir: string): Promise<void> {
-    const log = this.prepared;
+  /** Before the commit point: this engine still holds the log it prepared for snapshotId. */
+  confirmPrepared(snapshotId: number): void {
+    // test-only: PREPARE replied, the coordinator has not renamed yet (any worker, or worker N only)
+    maybeFault('worker-after-prepare');
+    maybeFault(`worker-${this.ctx.worker}-after-prepare`);
+    if (this.prepared?.snapshotId !== snapshotId) {
+      throw new OperationError(`partition ${this.spec.id} holds no prepared snapshot ${snapshotId} (prepared: ${this.prepared?.snapshotId ?? 'none'})`);
+    }
+  }
+
+  /**
+   * THAW: after a committed create the new log (in the committed directory
+   * the coordinator names) becomes the newest; after an abort it is dropped.
+   */
+  async finishPrepare(outcome: ThawOutcome): Promise<void> {
+    const prepared = this.prepared;
     this.prepared = undefined;
-    if (!log) return;
-    await log.close();
-    if (!commit) return;
-    const reopened = await ChangeLog.open(changeLogFile(finalDir, this.spec.id), {
-      expect: { snapshotId, partitionId: this.spec.id, blockSize: this.blockSize, fingerprint: this.ctx.fingerprint },
+    if (prepared) await prepared.log.close();
+    if (!outcome?.committed) return;
+    if (prepared?.snapshotId !== outcome.snapshotId) {
+      throw new OperationError(`partition ${this.spec.id} cannot switch to snapshot ${outcome.snapshotId}: it prepared ${prepared?.snapshotId ?? 'nothing'}`);
+    }
+    const reopened = await ChangeLog.open(changeLogFile(outcome.dir, this.spec.id), {
+      expect: { snapshotId: outcome.snapshotId, partitionId: this.spec.id, blockSize: this.blockSize, fingerprint: this.ctx.fingerprint },
       blockCount: this.blockCount,
       cleanClose: true,
     });
-    this.logs.push({ id: snapshotId, log: reopened });
+    this.logs.push({ id: outcome.snapshotId, log: reopened });
   }
 
   /** Delete S_i: move L_i's blocks that L_{i-1} lacks into L_{i-1}, then drop L_i. */
@@ -363,6 +382,6 @@ export class PartitionEngine {
 
   async closeLogs(): Promise<void> {
     await Promise.all(this.logs.map((l) => l.log.close()));
-    if (this.prepared) await this.prepared.close();
+    if (this.prepared) await this.prepared.log.close();
   }
 }

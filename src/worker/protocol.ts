@@ -1,13 +1,15 @@
-// The whole coordinator <-> worker protocol in one place.
+// The whole coordinator <-> worker protocol in one place, typed in both
+// directions: each control request kind K has one reply type
+// ControlReplies[K], and each request carries everything the worker needs
+// to act on it (no state remembered from an earlier message).
 //
-// Control messages (open, freeze, prepare, thaw, delete, restore, ...) are
-// small JSON objects on the fork IPC channel. Bulk data (reads and writes of
-// partition bytes) never goes through IPC: it moves as binary frames on a
-// dedicated duplex pipe (the child's fd 4), which measured ~3.5x faster for
-// MiB-sized payloads on this machine.
+// Control messages (open, freeze, prepare, confirm, thaw, delete, restore,
+// ...) are small structured values; bulk data (reads and writes of partition
+// bytes) moves as binary frames. What carries them is a Link
+// (src/transport/): today the fork IPC channel plus a dedicated pipe.
 import type { SerializedError } from '../errors.js';
 
-export const DATA_FD = 4;
+export { FrameReader } from '../transport/frames.js';
 
 // ---------- control channel ----------
 
@@ -25,7 +27,7 @@ export interface OpenRequest {
   blockSize: number;
   worker: number;
   partitions: PartitionSpec[];
-  /** Committed snapshot ids, ascending. */
+  /** Committed snapshot ids, ascending, as the store holds them on disk. */
   snapshots: number[];
   /** Reads of stale snapshots are allowed. */
   force: boolean;
@@ -42,18 +44,13 @@ export interface PartitionSnapshotReply {
   changeLogHeaderCrc: number;
 }
 
-export type ControlRequest =
-  | OpenRequest
-  | { t: 'freeze' }
-  | { t: 'prepare'; snapshotId: number; tmpDir: string; finalDir: string; createdAt: string }
-  | { t: 'thaw'; commit: boolean }
-  | { t: 'delete'; snapshotId: number }
-  | { t: 'restore'; snapshotId: number; partitions: number[] }
-  | { t: 'changed'; from: number; to: number | null; exact: boolean }
-  | { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean }
-  | { t: 'status' }
-  | VerifyRequest
-  | { t: 'close' };
+/**
+ * The end of a create, as the coordinator decided it from the disk: the
+ * snapshot committed in `dir` (the workers switch to its logs there), or
+ * aborted (the workers drop what they prepared). A THAW after a delete or a
+ * plain freeze carries no snapshot.
+ */
+export type ThawOutcome = { snapshotId: number; committed: true; dir: string } | { snapshotId: number; committed: false } | null;
 
 export interface VerifyRequest {
   t: 'verify';
@@ -96,13 +93,52 @@ export interface ChangedBlocks {
   partitions: { index: number; blocks: number[] }[];
 }
 
+/** Every control request, by kind. */
+export interface ControlRequests {
+  open: OpenRequest;
+  /** Stop starting writes, finish those in flight, flush (design §6 step 1). */
+  freeze: { t: 'freeze' };
+  /** Write partition snapshots and empty change logs into tmpDir, durably (step 2). */
+  prepare: { t: 'prepare'; snapshotId: number; tmpDir: string; createdAt: string };
+  /** Just before the commit point: the worker still holds what it prepared for snapshotId. */
+  confirm: { t: 'confirm'; snapshotId: number };
+  /** Go on writing (step 4), after switching to the new logs when the create committed. */
+  thaw: { t: 'thaw'; outcome: ThawOutcome };
+  delete: { t: 'delete'; snapshotId: number };
+  restore: { t: 'restore'; snapshotId: number; partitions: number[] };
+  changed: { t: 'changed'; from: number; to: number | null; exact: boolean };
+  export: { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean };
+  status: { t: 'status' };
+  verify: VerifyRequest;
+  close: { t: 'close' };
+}
+
+/** The reply to each control request kind. */
+export interface ControlReplies {
+  open: { pid: number };
+  freeze: null;
+  prepare: PartitionSnapshotReply[];
+  confirm: null;
+  thaw: null;
+  /** Blocks moved into the predecessor's logs. */
+  delete: { moved: number };
+  restore: { restoredBytes: number };
+  changed: ChangedBlocks;
+  export: { bytes: number };
+  status: WorkerStatus;
+  verify: { problems: VerifyProblem[]; bytesRead: number };
+  close: null;
+}
+
+export type ControlKind = keyof ControlRequests & keyof ControlReplies;
+export type ControlRequest = ControlRequests[ControlKind];
 export type ControlRequestWithId = ControlRequest & { reqId: number };
 
 export type WorkerMessage =
   | { t: 'ready'; pid: number }
   /** Bytes done since the last progress message of a long request (restore, export). */
   | { t: 'progress'; reqId: number; bytes: number }
-  | { t: 'reply'; reqId: number; ok: true; value: unknown }
+  | { t: 'reply'; reqId: number; ok: true; value: ControlReplies[ControlKind] }
   | { t: 'reply'; reqId: number; ok: false; error: SerializedError };
 
 // ---------- data channel ----------
@@ -123,7 +159,8 @@ export const FLAG_FUA = 1;
  * Reply frame, 16-byte header then payload:
  *   u32 frame length, u8 status (0 ok, 1 error), u8 0, u16 0, u32 request id, u32 reserved;
  *   payload: data for a read, JSON SerializedError for an error.
- * Offsets are below 2^53, so a double carries them exactly.
+ * Offsets are below 2^53, so a double carries them exactly. Byte 4 (op or
+ * status) stays below 0x80: a StreamLink marks control frames there.
  */
 export const REQ_HEADER = 32;
 export const REPLY_HEADER = 16;
@@ -176,49 +213,4 @@ export function encodeReply(reqId: number, ok: boolean, payload?: Buffer): Buffe
   h.writeUInt32LE(reqId, 8);
   h.writeUInt32LE(0, 12);
   return payload ? [h, payload] : [h];
-}
-
-/**
- * Splits a byte stream into length-prefixed frames without copying payloads
- * more than once. Feed it chunks; it calls onFrame with whole frames.
- */
-export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  constructor(private readonly onFrame: (frame: Buffer) => void) {}
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    while (this.buffered >= 4) {
-      const head = this.chunks[0].length >= 4 ? this.chunks[0] : this.coalesce(4);
-      const len = head.readUInt32LE(0);
-      if (len < 4) throw new Error(`corrupt frame length ${len} on the worker data channel`);
-      if (this.buffered < len) return;
-      const first = this.chunks[0];
-      let frame: Buffer;
-      if (first.length >= len) {
-        frame = first.subarray(0, len);
-        if (first.length === len) this.chunks.shift();
-        else this.chunks[0] = first.subarray(len);
-      } else {
-        frame = this.coalesce(len).subarray(0, len);
-        const rest = this.chunks[0].subarray(len);
-        if (rest.length) this.chunks[0] = rest;
-        else this.chunks.shift();
-      }
-      this.buffered -= len;
-      this.onFrame(frame);
-    }
-  }
-
-  /** Merge leading chunks until the first holds at least n bytes. */
-  private coalesce(n: number): Buffer {
-    let total = 0;
-    let k = 0;
-    while (total < n) total += this.chunks[k++].length;
-    const merged = Buffer.concat(this.chunks.slice(0, k), total);
-    this.chunks.splice(0, k, merged);
-    return merged;
-  }
 }
