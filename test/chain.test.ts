@@ -86,3 +86,22 @@ test('ids are never reused, even when volume.json is lost', async (t) => {
   const c2 = await vsnap(['create', manifest, '--name', 's5', '--json']);
   assert.equal((JSON.parse(c2.stdout) as { id: number }).id, 5, 'volume.json alone still remembers');
 });
+
+test('a missing change log is an integrity error naming the file, and moving its snapshot away is the way on', async (t) => {
+  const { manifest, snapDir } = await threeSnapshots(t);
+  const clog = fs.readdirSync(snapDir(2)).find((f) => f.endsWith('.clog'))!;
+  fs.rmSync(path.join(snapDir(2), clog));
+  for (const args of [['read', manifest, '--offset', '0', '--length', '4096', '--snapshot', 's1'], ['read', manifest, '--offset', '0', '--length', '4096']]) {
+    const r = await vsnap(args);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, new RegExp(`${clog.replace('.', '\\.')}: the change log of snapshot 2 .* is missing`));
+    assert.doesNotMatch(r.stderr, /ENOENT|internal error/);
+  }
+  const v = await vsnap(['verify', manifest]);
+  assert.equal(v.code, 3, v.stderr);
+  // The admin moves snapshot 2 out of the store: s1 is broken, s3 and live work.
+  fs.renameSync(snapDir(2), path.join(path.dirname(manifest), 'moved-away'));
+  assert.equal((await read(manifest, 's1')).code, 3);
+  assert.ok((await read(manifest, 's3')).stdoutBuf.equals(fill(3)));
+  assert.ok((await read(manifest)).stdoutBuf.equals(fill(4)));
+});

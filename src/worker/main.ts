@@ -3,7 +3,8 @@
 // (src/transport/: IPC plus fd 4 when forked, stdin/stdout with --stdio).
 // Only this process opens its partitions' extents and change logs.
 import fs from 'node:fs';
-import { serializeError } from '../errors.js';
+import path from 'node:path';
+import { IntegrityError, serializeError } from '../errors.js';
 import { ChangeLog } from '../formats/changelog.js';
 import {
   DataOp,
@@ -29,6 +30,21 @@ import { leftBehind } from '../io/own-writes.js';
 import { parentLink } from '../transport/process.js';
 
 const link = parentLink<WorkerMessage, ControlRequestWithId>();
+
+/**
+ * Open one change log; a log that is gone (removed behind vsnap) is an
+ * integrity problem that names the file and the way out, not a raw ENOENT.
+ */
+async function openLog(file: string, id: number, partition: string, o: Parameters<typeof ChangeLog.open>[1]): Promise<ChangeLog> {
+  try {
+    return await ChangeLog.open(file, o);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    throw new IntegrityError(
+      `${file}: the change log of snapshot ${id} for partition ${partition} is missing (removed behind vsnap); no snapshot of that partition up to ${id} can be read right, and writes cannot be copied safely. To go on without snapshot ${id}, move its directory ${path.dirname(file)} out of the store: vsnap then reports the older snapshots as broken, and you can delete them`,
+    );
+  }
+}
 
 /** To the coordinator; if it is gone (killed), the close handler ends this worker. */
 const send = (m: WorkerMessage): Promise<void> => link.send(m).catch(() => undefined);
@@ -69,18 +85,20 @@ class Worker {
       if (!clean) this.tookOver.add(spec.id);
       const state: PartitionState = prev ?? { clean: true, pid: process.pid, updatedAt: new Date().toISOString(), logs: {} };
       for (const st of o.stale) if (st.partition === spec.id) for (const id of st.snapshots) engine.stale.set(id, st.reason);
+      const logs: { id: number; log: ChangeLog }[] = [];
       for (const id of o.snapshots) {
         const file = changeLogFile(snapshotDir(o.storeDir, id), spec.id);
         if (!clean) unsyncedLogs.push(file);
-        const log = await ChangeLog.open(file, {
+        const log = await openLog(file, id, spec.id, {
           expect: { snapshotId: id, partitionId: spec.id, blockSize: o.blockSize, fingerprint: o.fingerprint },
           blockCount: spec.length / o.blockSize,
           cleanClose: clean,
           expectedLength: clean ? state.logs[String(id)] : undefined,
           dropTail: state.dropTail?.includes(String(id)),
         });
-        engine.logs.push({ id, log });
+        logs.push({ id, log });
       }
+      engine.logs = logs;
       this.states.set(spec.id, state);
       this.engines.set(spec.index, engine);
       // Open (and QEMU-lock) the backing files now, not at the first I/O: the lock is what keeps qemu-io out.

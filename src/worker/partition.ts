@@ -38,6 +38,12 @@ export interface EngineContext {
   mutating(): Promise<void>;
 }
 
+/** A snapshot's view: the list of logs a read walks (fixed when the read starts) and the snapshot's index in it. */
+interface ViewLogs {
+  logs: readonly LogEntry[];
+  from: number;
+}
+
 interface QueuedCopy {
   log: ChangeLog;
   records: { block: number; data: Buffer }[];
@@ -50,7 +56,17 @@ const ZERO_CHUNK = Buffer.alloc(4 << 20);
 export class PartitionEngine {
   readonly io: ExtentIO;
   readonly blockCount: number;
-  logs: LogEntry[] = [];
+  /**
+   * The change logs, oldest first. Never changed in place: a create or a
+   * delete installs a new array, so a read that took the array at its start
+   * walks one consistent list across all its awaits (a delete of an older
+   * snapshot must not shift the read's position onto another snapshot's log).
+   */
+  logs: readonly LogEntry[] = [];
+  /** Reads in flight: a log a delete removed is closed only after they end. */
+  private readonly reading = new Set<Promise<unknown>>();
+  /** Closes of removed logs waiting for those reads. */
+  private readonly retiring = new Set<Promise<unknown>>();
   stale = new Map<number, string>();
   private pendingCopies = new Map<number, Promise<void>>();
   private queue: QueuedCopy[] = [];
@@ -70,10 +86,24 @@ export class PartitionEngine {
     return this.ctx.blockSize;
   }
 
-  private logIndex(view: number): number {
-    const i = this.logs.findIndex((l) => l.id === view);
+  private logIndex(view: number, logs: readonly LogEntry[] = this.logs): number {
+    const i = logs.findIndex((l) => l.id === view);
     if (i < 0) throw new UsageError(`snapshot ${view} does not exist`);
     return i;
+  }
+
+  /** The logs of one view, fixed for the duration of one read. */
+  private viewOf(view: number): ViewLogs {
+    const logs = this.logs;
+    return { logs, from: this.logIndex(view, logs) };
+  }
+
+  /** Run a read against a fixed list of logs; logs removed meanwhile stay open until it ends. */
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.reading.add(p);
+    const done = () => this.reading.delete(p);
+    p.then(done, done);
+    return p;
   }
 
   checkFresh(view: number): void {
@@ -83,9 +113,17 @@ export class PartitionEngine {
     }
   }
 
-  /** The first log at or after index i holding block b. */
-  private findLog(i: number, b: number): ChangeLog | undefined {
-    for (let j = i; j < this.logs.length; j++) if (this.logs[j].log.has(b)) return this.logs[j].log;
+  /**
+   * The first log of the view holding block b. Logs created after the view
+   * was taken come last: a block first copied into one of them was, until
+   * that copy, unchanged since every snapshot of the view.
+   */
+  private findLog(v: ViewLogs, b: number): ChangeLog | undefined {
+    const { logs, from } = v;
+    for (let j = from; j < logs.length; j++) if (logs[j].log.has(b)) return logs[j].log;
+    const newest = logs.length ? logs[logs.length - 1].id : 0;
+    const now = this.logs;
+    if (now !== logs) for (const l of now) if (l.id > newest && l.log.has(b)) return l.log;
     return undefined;
   }
 
@@ -96,13 +134,13 @@ export class PartitionEngine {
       await this.io.read(off, len, out, 0);
       return out;
     }
-    const i = this.logIndex(view);
+    const v = this.viewOf(view);
     this.checkFresh(view);
-    await this.readView(i, off, len, out, 0);
+    await this.track(this.readView(v, off, len, out, 0));
     return out;
   }
 
-  private async readView(i: number, off: number, len: number, out: Buffer, outOff: number): Promise<void> {
+  private async readView(v: ViewLogs, off: number, len: number, out: Buffer, outOff: number): Promise<void> {
     const bs = this.blockSize;
     const { first, last } = blockSpan(off, len, bs);
     const jobs: Promise<void>[] = [];
@@ -113,10 +151,10 @@ export class PartitionEngine {
       run = [];
       const start = Math.max(off, blocks[0] * bs);
       const end = Math.min(off + len, (blocks[blocks.length - 1] + 1) * bs);
-      jobs.push(this.readSource(i, blocks, start, end, off, out, outOff));
+      jobs.push(this.readSource(v, blocks, start, end, off, out, outOff));
     };
     for (let b = first; b <= last; b++) {
-      const log = this.findLog(i, b);
+      const log = this.findLog(v, b);
       if (!log) {
         run.push(b);
         continue;
@@ -131,14 +169,14 @@ export class PartitionEngine {
   }
 
   /** Read blocks that no log held from the source, then fix up any a concurrent write copied meanwhile. */
-  private async readSource(i: number, blocks: number[], start: number, end: number, off: number, out: Buffer, outOff: number): Promise<void> {
+  private async readSource(v: ViewLogs, blocks: number[], start: number, end: number, off: number, out: Buffer, outOff: number): Promise<void> {
     await this.io.read(start, end - start, out, outOff + start - off);
     // A write may have copied and overwritten one of these blocks while we
     // read. Its in-place write starts only after the copy is in the newest
     // log, so a block still absent from every log was read untouched.
     const bs = this.blockSize;
     for (const b of blocks) {
-      const log = this.findLog(i, b);
+      const log = this.findLog(v, b);
       if (!log) continue;
       const s = Math.max(start, b * bs);
       const e = Math.min(end, (b + 1) * bs);
@@ -309,7 +347,7 @@ export class PartitionEngine {
       blockCount: this.blockCount,
       cleanClose: true,
     });
-    this.logs.push({ id: outcome.snapshotId, log: reopened });
+    this.logs = [...this.logs, { id: outcome.snapshotId, log: reopened }];
   }
 
   /** Delete S_i: move L_i's blocks that L_{i-1} lacks into L_{i-1}, then drop L_i. */
@@ -320,28 +358,33 @@ export class PartitionEngine {
     maybeFault('worker-delete-before-merge'); // test-only: partition state unclean, merge into the predecessor not started
     if (i > 0) moved = await ChangeLog.mergeFrom(this.logs[i - 1].log, this.logs[i].log);
     maybeFault('worker-delete-after-merge'); // test-only: merge synced, snapshot's log not yet dropped, no rename yet
-    await this.logs[i].log.close();
-    this.logs.splice(i, 1);
+    const gone = this.logs[i].log;
+    this.logs = this.logs.filter((_, j) => j !== i);
     this.stale.delete(id);
+    // Reads that took the old list may still read the removed log.
+    const closing = Promise.allSettled([...this.reading]).then(() => gone.close());
+    this.retiring.add(closing);
+    void closing.finally(() => this.retiring.delete(closing)).catch(() => {});
     return moved;
   }
 
   /** Blocks changed since S_from (up to S_to, or live). */
   async changedBlocks(from: number, to: number | null, exact: boolean): Promise<number[]> {
-    const i = this.logIndex(from);
-    const k = to === null ? this.logs.length : this.logIndex(to);
+    const logs = this.logs;
+    const i = this.logIndex(from, logs);
+    const k = to === null ? logs.length : this.logIndex(to, logs);
     const set = new Set<number>();
-    for (let j = i; j < k; j++) for (const b of this.logs[j].log.blocks()) set.add(b);
+    for (let j = i; j < k; j++) for (const b of logs[j].log.blocks()) set.add(b);
     const blocks = [...set].sort((a, b) => a - b);
     if (!exact) return blocks;
     const bs = this.blockSize;
     const out: number[] = [];
     for (const b of blocks) {
       const before = Buffer.allocUnsafe(bs);
-      await this.readView(i, b * bs, bs, before, 0);
+      await this.track(this.readView({ logs, from: i }, b * bs, bs, before, 0));
       const after = Buffer.allocUnsafe(bs);
       if (to === null) await this.io.read(b * bs, bs, after, 0);
-      else await this.readView(k, b * bs, bs, after, 0);
+      else await this.track(this.readView({ logs, from: k }, b * bs, bs, after, 0));
       if (!before.equals(after)) out.push(b);
     }
     return out;
@@ -349,10 +392,10 @@ export class PartitionEngine {
 
   /** Restore S_id: write its view of every block changed since into the live volume, through COW. */
   async restore(id: number, onProgress?: (bytes: number) => void): Promise<number> {
-    const i = this.logIndex(id);
+    const v = this.viewOf(id);
     this.checkFresh(id);
     const set = new Set<number>();
-    for (let j = i; j < this.logs.length; j++) for (const b of this.logs[j].log.blocks()) set.add(b);
+    for (let j = v.from; j < v.logs.length; j++) for (const b of v.logs[j].log.blocks()) set.add(b);
     const blocks = [...set].sort((a, b) => a - b);
     const bs = this.blockSize;
     // Contiguous blocks restore as one read and one write of up to 4 MiB.
@@ -369,7 +412,7 @@ export class PartitionEngine {
       while (next < runs.length) {
         const [a, z] = runs[next++];
         const buf = Buffer.allocUnsafe((z - a) * bs);
-        await this.readView(i, a * bs, buf.length, buf, 0);
+        await this.track(this.readView(v, a * bs, buf.length, buf, 0));
         await this.write(a * bs, buf, false);
         done += buf.length;
         onProgress?.(buf.length);
@@ -381,6 +424,7 @@ export class PartitionEngine {
   }
 
   async closeLogs(): Promise<void> {
+    await Promise.allSettled([...this.retiring]);
     await Promise.all(this.logs.map((l) => l.log.close()));
     if (this.prepared) await this.prepared.log.close();
   }
