@@ -36,6 +36,9 @@ export function forkWorker<Out, In>(main: string, args: string[] = []): WorkerPr
     // stdout is ignored: `vsnap read` streams raw bytes there.
     stdio: ['ignore', 'ignore', 'inherit', 'ipc', 'pipe'],
     serialization: 'advanced',
+    // More threads than libuv's 4 let a snapshot's many small syncs overlap
+    // (a caller's own setting, e.g. a test's, wins).
+    env: { UV_THREADPOOL_SIZE: '16', ...process.env },
   });
   const data = child.stdio[DATA_FD] as Socket;
   data.on('error', () => {});

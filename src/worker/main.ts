@@ -46,6 +46,9 @@ async function openLog(file: string, id: number, partition: string, o: Parameter
   }
 }
 
+/** Partitions prepared at once during a snapshot's freeze. */
+const PREPARE_LANES = 32;
+
 /** To the coordinator; if it is gone (killed), the close handler ends this worker. */
 const send = (m: WorkerMessage): Promise<void> => link.send(m).catch(() => undefined);
 
@@ -143,8 +146,20 @@ class Worker {
       return null;
     },
     prepare: async (req) => {
-      const out = [];
-      for (const e of this.engines.values()) out.push(await e.prepare(req.snapshotId, req.tmpDir, req.createdAt));
+      // Writes wait while this runs, so the partitions prepare side by side:
+      // each costs two file creations and two syncs, and one after another
+      // they made a 1,000-partition freeze last seconds. The syncs of files
+      // in one directory share journal commits when they overlap.
+      const engines = [...this.engines.values()];
+      const out = new Array<Awaited<ReturnType<PartitionEngine['prepare']>>>(engines.length);
+      let next = 0;
+      const lane = async () => {
+        while (next < engines.length) {
+          const k = next++;
+          out[k] = await engines[k].prepare(req.snapshotId, req.tmpDir, req.createdAt);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(PREPARE_LANES, engines.length) }, lane));
       return out;
     },
     confirm: async (req) => {
