@@ -5,6 +5,7 @@ import { loadManifest } from './manifest/load.js';
 import { Store } from './store/store.js';
 import { Cluster } from './coordinator/cluster.js';
 import { liveHolder } from './store/lock.js';
+import { warn } from './ui.js';
 import type { Catalogue, Method } from './catalogue/catalogue.js';
 import { localCatalogue, LOCAL_OPEN } from './catalogue/local.js';
 import { remoteCatalogue } from './catalogue/remote.js';
@@ -34,7 +35,9 @@ export async function withCluster<T>(
   fn: (cluster: Cluster) => Promise<T>,
 ): Promise<T> {
   return withStore(manifest, command, opts.create, async (store) => {
-    const cluster = await Cluster.start(store, opts);
+    // What the coordinator has to say beside the result (a commit whose
+    // bookkeeping failed, say) goes to stderr as a warning.
+    const cluster = await Cluster.start(store, { ...opts, log: warn });
     let result: T;
     try {
       result = await fn(cluster);
@@ -48,8 +51,20 @@ export async function withCluster<T>(
       if (closed) await store.markClean();
       throw err;
     }
-    await cluster.close();
-    await store.markClean();
+    // The operation succeeded. A session that wrote data must also close
+    // cleanly (the close syncs it). One that only changed the catalogue
+    // (create, delete, prune: decided on disk at their commit points) has
+    // done what it reports; a failed close then leaves the state unclean, and
+    // the next command recovers as after a crash. Saying "failed" would make
+    // a committed snapshot look absent.
+    try {
+      await cluster.close();
+      await store.markClean();
+    } catch (err) {
+      cluster.kill();
+      if (cluster.wroteData) throw err;
+      warn(`the ${command} succeeded, but closing the volume failed (${(err as Error).message}); the next command recovers as after a crash`);
+    }
     return result;
   });
 }

@@ -8,7 +8,7 @@ import type { Volume } from '../manifest/layout.js';
 import { mapVolumeRange, mapPartitionRange, mergeRanges } from '../volume-map.js';
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
-import { OperationError, UsageError } from '../errors.js';
+import { OperationError, UsageError, describeErrnoError, isErrnoError } from '../errors.js';
 import { DataOp, FLAG_FUA, type ExportTarget, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
 import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
@@ -33,6 +33,11 @@ export interface FileRange {
 }
 
 export type ClusterOptions = PoolOptions;
+
+/** An error as one line for a log: errno failures with their call, file and errno. */
+function messageOf(err: Error): string {
+  return isErrnoError(err) ? describeErrnoError(err) : err.message;
+}
 
 export class Cluster {
   /** Coordinator-level gate: a snapshot waits for the volume writes in flight and holds new ones. */
@@ -107,7 +112,15 @@ export class Cluster {
     return out;
   }
 
+  /**
+   * Whether this session wrote volume data (write, zero, restore): its
+   * orderly close then carries the final syncs of that data, and a failure
+   * there fails the command. Otherwise the close only records metadata.
+   */
+  wroteData = false;
+
   async write(offset: number, data: Buffer, fua = false): Promise<void> {
+    this.wroteData = true;
     await this.ensureDurable();
     await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, data.length);
@@ -136,6 +149,7 @@ export class Cluster {
   }
 
   async zero(offset: number, length: number, fua = false): Promise<void> {
+    this.wroteData = true;
     await this.ensureDurable();
     await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, length);
@@ -217,7 +231,7 @@ export class Cluster {
       }
       // The rename was the commit point; the chain in volume.json follows it. If
       // that write fails, the next open adds the committed directory back.
-      if (outcome.committed) await this.store.committed(record!).catch((err: Error) => this.opts.log?.(`snapshot ${id} committed; recording it in volume.json failed (${err.message}); the next open repairs it`));
+      if (outcome.committed) await this.store.committed(record!).catch((err: Error) => this.opts.log?.(`snapshot ${id} committed; recording it in volume.json failed (${messageOf(err)}); the next open repairs it`));
       if (!outcome.durable) this.undurable = { dir: snapshotsDir(this.store.dir), error: outcome.error! };
       if (outcome.committed && outcome.durable) {
         maybeFault('create-after-commit'); // test-only: commit point durable, workers still frozen on the old logs
@@ -290,6 +304,9 @@ export class Cluster {
     const workers = [...this.workers.values()];
     const decided = this.pool.beginDecision();
     let outcome: CommitOutcome;
+    // The .deleting directory is the evidence the next open needs if the
+    // chain in volume.json could not be updated: it then stays.
+    let chainRecorded = false;
     try {
       try {
         await this.all((h) => h.control({ t: 'freeze' }), workers);
@@ -302,7 +319,12 @@ export class Cluster {
         outcome = { committed: false, durable: true, error: err as Error };
       }
       // The rename decided the delete; the chain follows (the next open drops a listed id whose .deleting remains).
-      if (outcome.committed) await this.store.removed(id).catch((err: Error) => this.opts.log?.(`snapshot ${id} deleted; recording it in volume.json failed (${err.message}); the next open repairs it`));
+      if (outcome.committed) {
+        chainRecorded = await this.store.removed(id).then(
+          () => true,
+          (err: Error) => (this.opts.log?.(`snapshot ${id} deleted; recording it in volume.json failed (${messageOf(err)}); ${deleting} stays so that the next open repairs it`), false),
+        );
+      }
       else this.pool.resync(workers);
       if (!outcome.durable) this.undurable = { dir: snapshotsDir(this.store.dir), error: outcome.error! };
       if (outcome.committed) maybeFault('delete-before-rm'); // test-only: <id>.deleting renamed and durable, not yet removed
@@ -315,11 +337,13 @@ export class Cluster {
       this.gate.thaw();
     }
     if (!outcome.committed) throw outcome.error;
+    if (!chainRecorded) return;
     await fs.promises.rm(deleting, { recursive: true, force: true }).catch((err: Error) => this.opts.log?.(`cannot remove ${deleting} (the next open removes it): ${err.message}`));
   }
 
   async restore(id: number, partitionIndexes: number[], onProgress?: (bytes: number) => void): Promise<number> {
     this.store.checkChain(id);
+    this.wroteData = true;
     await this.store.markWriting();
     const results = await this.all((h) => h.control({ t: 'restore', snapshotId: id, partitions: partitionIndexes }, onProgress));
     return results.reduce((a, r) => a + r.restoredBytes, 0);
