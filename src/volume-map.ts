@@ -132,3 +132,41 @@ export function mergeRanges(ranges: { offset: number; length: number }[]): { off
   }
   return out;
 }
+
+export interface Range {
+  offset: number;
+  length: number;
+}
+
+export interface FileRange extends Range {
+  file: string;
+}
+
+/**
+ * Changed blocks per partition (partition-relative block numbers) as merged
+ * volume ranges and, per backing file (named as the manifest names it),
+ * merged file ranges: what `diff` reports.
+ */
+export function changedRanges(
+  partitions: (MapPartition & { extents: (MapExtent & { file: string })[] })[],
+  blockSize: number,
+  changed: { index: number; blocks: number[] }[],
+): { ranges: Range[]; fileRanges: FileRange[] } {
+  const ranges: Range[] = [];
+  const files = new Map<string, Range[]>();
+  for (const p of changed) {
+    const part = partitions[p.index];
+    for (const l of mergeRanges(p.blocks.map((b) => ({ offset: b * blockSize, length: blockSize })))) {
+      ranges.push({ offset: part.volumeOffset + l.offset, length: l.length });
+      for (const s of mapPartitionRange(part.extents, l.offset, l.length)) {
+        const file = part.extents[s.extent].file;
+        files.set(file, [...(files.get(file) ?? []), { offset: s.fileOffset, length: s.length }]);
+      }
+    }
+  }
+  const fileRanges: FileRange[] = [];
+  for (const [file, rs] of [...files].sort((a, b) => a[0].localeCompare(b[0]))) {
+    for (const r of mergeRanges(rs)) fileRanges.push({ file, ...r });
+  }
+  return { ranges: mergeRanges(ranges), fileRanges };
+}

@@ -5,7 +5,7 @@
 // reads or writes partition data itself.
 import fs from 'node:fs';
 import type { Volume } from '../manifest/layout.js';
-import { mapVolumeRange, mapPartitionRange, mergeRanges } from '../volume-map.js';
+import { mapVolumeRange, changedRanges, type Range, type FileRange } from '../volume-map.js';
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError, describeErrnoError, isErrnoError } from '../errors.js';
@@ -21,16 +21,7 @@ import { isSyncFailure } from '../worker/extent-io.js';
 import { assertImagesFree } from '../io/image-lock.js';
 import { volumeFiles } from '../store/backing.js';
 
-export interface Range {
-  offset: number;
-  length: number;
-}
-
-export interface FileRange {
-  file: string;
-  offset: number;
-  length: number;
-}
+export type { Range, FileRange } from '../volume-map.js';
 
 export type ClusterOptions = PoolOptions;
 
@@ -353,27 +344,7 @@ export class Cluster {
   async changed(from: number, to: number | null, exact: boolean): Promise<{ ranges: Range[]; fileRanges: FileRange[] }> {
     this.store.checkChain(from);
     const results = await this.all((h) => h.control({ t: 'changed', from, to, exact }));
-    const bs = this.volume.blockSize;
-    const ranges: Range[] = [];
-    const files = new Map<string, Range[]>();
-    for (const r of results) {
-      for (const p of r.partitions) {
-        const part = this.volume.partitions[p.index];
-        const local = mergeRanges(p.blocks.map((b) => ({ offset: b * bs, length: bs })));
-        for (const l of local) {
-          ranges.push({ offset: part.volumeOffset + l.offset, length: l.length });
-          for (const s of mapPartitionRange(part.extents, l.offset, l.length)) {
-            const file = part.extents[s.extent].file;
-            files.set(file, [...(files.get(file) ?? []), { offset: s.fileOffset, length: s.length }]);
-          }
-        }
-      }
-    }
-    const fileRanges: FileRange[] = [];
-    for (const [file, rs] of [...files].sort((a, b) => a[0].localeCompare(b[0]))) {
-      for (const r of mergeRanges(rs)) fileRanges.push({ file, ...r });
-    }
-    return { ranges: mergeRanges(ranges), fileRanges };
+    return changedRanges(this.volume.partitions, this.volume.blockSize, results.flatMap((r) => r.partitions));
   }
 
   /** Each worker copies its pieces straight into the outputs; the coordinator moves no data. */

@@ -11,6 +11,7 @@
 // A snapshot S_i reads b from the first of L_i..L_n holding it, else from the
 // live source.
 import { ChangeLog } from '../formats/changelog.js';
+import { GroupCommit } from './group-commit.js';
 import { writePartitionSnapshot } from '../formats/psnap.js';
 import { UsageError, StaleError, OperationError } from '../errors.js';
 import { blockSpan } from '../volume-map.js';
@@ -44,13 +45,6 @@ interface ViewLogs {
   from: number;
 }
 
-interface QueuedCopy {
-  log: ChangeLog;
-  records: { block: number; data: Buffer }[];
-  resolve: () => void;
-  reject: (e: unknown) => void;
-}
-
 const ZERO_CHUNK = Buffer.alloc(4 << 20);
 
 export class PartitionEngine {
@@ -69,8 +63,7 @@ export class PartitionEngine {
   private readonly retiring = new Set<Promise<unknown>>();
   stale = new Map<number, string>();
   private pendingCopies = new Map<number, Promise<void>>();
-  private queue: QueuedCopy[] = [];
-  private pumping = false;
+  private readonly commits = new GroupCommit();
   /** The log prepared by PREPARE, until THAW commits or drops it. */
   private prepared: { snapshotId: number; log: ChangeLog } | undefined;
 
@@ -251,36 +244,7 @@ export class PartitionEngine {
     await this.io.read(from * bs, buf.length, buf, 0);
     const records: { block: number; data: Buffer }[] = [];
     for (let b = from; b < to; b++) records.push({ block: b, data: buf.subarray((b - from) * bs, (b - from + 1) * bs) });
-    await new Promise<void>((resolve, reject) => {
-      this.queue.push({ log, records, resolve, reject });
-      void this.pump();
-    });
-  }
-
-  /**
-   * Group commit: whatever copies queued while the previous batch was being
-   * synced go out together as one append and one fdatasync.
-   */
-  private async pump(): Promise<void> {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      while (this.queue.length) {
-        const items = this.queue.splice(0);
-        const byLog = new Map<ChangeLog, QueuedCopy[]>();
-        for (const it of items) byLog.set(it.log, [...(byLog.get(it.log) ?? []), it]);
-        for (const [log, group] of byLog) {
-          try {
-            await log.appendBatch(group.flatMap((g) => g.records));
-            for (const g of group) g.resolve();
-          } catch (err) {
-            for (const g of group) g.reject(err);
-          }
-        }
-      }
-    } finally {
-      this.pumping = false;
-    }
+    await this.commits.append(log, records);
   }
 
   // ---------- snapshots ----------
