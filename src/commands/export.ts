@@ -9,32 +9,13 @@ import type { Volume } from '../manifest/layout.js';
 import type { ExportTarget } from '../worker/protocol.js';
 import { mergeRanges } from '../volume-map.js';
 import { withCluster } from '../session.js';
-import { checkOutputPath } from './io.js';
+import { checkOutput, checkOutputPath } from './io.js';
 
 export interface ExportResult {
   snapshot: { id: number; name: string } | 'live';
   output: string;
   bytes: number;
   files?: string[];
-}
-
-/** Refuse an output that is one of the volume's own backing files (or inside the store). */
-function checkOutput(volume: Volume, out: string, flag: string): void {
-  let st: fs.Stats | undefined;
-  try {
-    st = fs.statSync(out);
-  } catch {
-    /* a new file */
-  }
-  const resolved = path.resolve(out);
-  if (resolved.startsWith(path.resolve(volume.storeDir) + path.sep)) throw new UsageError(`${flag}: ${out} is inside the store`);
-  if (!st) return;
-  for (const p of volume.partitions) {
-    for (const e of p.extents) {
-      const b = fs.statSync(e.path);
-      if (b.dev === st.dev && b.ino === st.ino) throw new UsageError(`${flag}: ${out} is the backing file ${e.file} of this volume`);
-    }
-  }
 }
 
 /** Where a backing file goes under --split: its manifest-relative path, or its base name if that would escape. */
@@ -57,7 +38,7 @@ export async function exportCmd(
     const result: ExportResult = { snapshot: label, output: o.output ?? o.split!, bytes: 0 };
     if (o.output) {
       checkOutputPath(o.output, '--output');
-      checkOutput(volume, o.output, '--output');
+      checkOutput(volume, manifest, o.output, '--output');
       o.onTotal?.(volume.size);
       // A fresh sparse file: holes read as zeroes, so zero chunks are skipped.
       const fd = fs.openSync(o.output, 'w');
@@ -84,7 +65,7 @@ export async function exportCmd(
       }
       if (fs.existsSync(o.split) && !fs.statSync(o.split).isDirectory()) throw new UsageError(`--split: ${o.split} is not a directory`);
       for (const dest of files.keys()) {
-        checkOutput(volume, dest, '--split');
+        checkOutput(volume, manifest, dest, '--split');
         if (fs.existsSync(dest) && fs.statSync(dest).isDirectory()) throw new UsageError(`--split: ${dest} is a directory`);
       }
       o.onTotal?.(targets.reduce((a, t) => a + t.length, 0));

@@ -101,7 +101,7 @@ export async function init(o: InitOptions): Promise<{ manifest: string; files: s
   const createdDir = !fs.existsSync(o.dir);
   const paths: string[] = [];
   try {
-    fs.mkdirSync(o.dir, { recursive: true });
+    mkdirParents(o.dir);
     for (const f of plan.files) {
       const p = path.join(o.dir, f.name);
       // Sparse: extending with truncate allocates no blocks.
@@ -119,4 +119,18 @@ export async function init(o: InitOptions): Promise<{ manifest: string; files: s
     throw new OperationError(`init ${o.dir}: ${e.message}`);
   }
   return { manifest: manifestPath, files: paths, size: plan.files.reduce((a, f) => a + f.size, 0) };
+}
+
+/**
+ * mkdir -p without Node's recursive mkdir, which spins for ever on a path
+ * under /proc (mkdir of the child says ENOENT, of the parent EEXIST): create
+ * each missing component in turn, so such a path fails at once.
+ */
+function mkdirParents(dir: string): void {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !fs.existsSync(d); d = path.dirname(d)) {
+    missing.unshift(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing) fs.mkdirSync(d);
 }

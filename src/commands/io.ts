@@ -7,6 +7,7 @@ import type { Readable, Writable } from 'node:stream';
 import { UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
 import { withCluster } from '../session.js';
+import type { Volume } from '../manifest/layout.js';
 
 const CHUNK = 8 << 20;
 
@@ -36,11 +37,43 @@ export function checkOutputPath(file: string, flag: string): void {
   if (!fs.existsSync(dir)) throw new UsageError(`${flag}: directory ${dir} does not exist`);
 }
 
+/**
+ * Refuse an output that would overwrite the volume itself: one of its backing
+ * files (same device and inode, so links are caught), its manifest, or
+ * anything inside its store.
+ */
+export function checkOutput(volume: Volume, manifest: string, out: string, flag: string): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(out);
+  } catch {
+    /* a new file */
+  }
+  const resolved = path.resolve(out);
+  if (resolved.startsWith(path.resolve(volume.storeDir) + path.sep)) throw new UsageError(`${flag}: ${out} is inside the store`);
+  if (!st) return;
+  const same = (p: string) => {
+    try {
+      const b = fs.statSync(p);
+      return b.dev === st!.dev && b.ino === st!.ino;
+    } catch {
+      return false;
+    }
+  };
+  if (same(manifest)) throw new UsageError(`${flag}: ${out} is this volume's manifest`);
+  for (const p of volume.partitions) {
+    for (const e of p.extents) if (same(e.path)) throw new UsageError(`${flag}: ${out} is the backing file ${e.file} of this volume`);
+  }
+}
+
 export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes: number }> {
   return withCluster(manifest, 'read', { create: false, force: o.force }, async (cluster) => {
     cluster.checkRange(o.offset, o.length);
     const view = o.snapshot === undefined ? 0 : resolveRef(cluster.store.snapshots, o.snapshot).id;
-    if (o.output) checkOutputPath(o.output, '--output');
+    if (o.output) {
+      checkOutputPath(o.output, '--output');
+      checkOutput(cluster.volume, manifest, o.output, '--output');
+    }
     const out: Writable = o.output ? fs.createWriteStream(o.output) : process.stdout;
     const failed = new Promise<never>((_, reject) => out.once('error', reject));
     failed.catch(() => {});

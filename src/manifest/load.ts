@@ -68,6 +68,9 @@ function inside(child: string, parent: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
+/** Far above any real manifest (thousands of partitions fit in a few MiB). */
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+
 /** stat errors that say the path names nothing usable (bad input), as opposed to I/O failures. */
 const NAME_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'ENAMETOOLONG']);
 
@@ -145,8 +148,13 @@ function lineCol(text: string, message: string): string {
 export function loadManifest(manifestPath: string): Volume {
   let text: string;
   try {
+    // A manifest is a small regular file: /dev/zero or a FIFO would be read for ever.
+    const st = fs.statSync(manifestPath);
+    if (!st.isFile()) throw new UsageError(`cannot read manifest ${manifestPath}: not a regular file`);
+    if (st.size > MAX_MANIFEST_BYTES) throw new UsageError(`cannot read manifest ${manifestPath}: ${st.size} bytes, more than the ${MAX_MANIFEST_BYTES} a manifest may have`);
     text = fs.readFileSync(manifestPath, 'utf8');
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code && !NAME_ERRORS.has(code) && code !== 'EISDIR' && isErrnoError(err)) throw operationErrorFrom(err);
     throw new UsageError(`cannot read manifest ${manifestPath}: ${code ?? err}`);

@@ -3,6 +3,7 @@
 
 import fs from 'node:fs';
 import net from 'node:net';
+import { OperationError, UsageError } from '../errors.js';
 import type { ExportProvider } from '../block.js';
 import { Connection } from './connection.js';
 import { SharedBudget } from './budget.js';
@@ -161,7 +162,7 @@ async function removeStaleSocket(path: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket`);
+  if (!st.isSocket()) throw new UsageError(`--socket: ${path} exists and is not a socket (refusing to replace it)`);
   const live = await new Promise<boolean>((resolve) => {
     const probe = net.connect({ path });
     probe.once('connect', () => {
@@ -170,6 +171,6 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (live) throw new Error(`${path} is in use by a running server`);
+  if (live) throw new OperationError(`${path} is in use by a running server`);
   fs.unlinkSync(path);
 }

@@ -64,15 +64,23 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
         }).catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
       }, o.everyMs);
     }
-    o.log(`serving ${volume.name} at ${where.uri} (control socket ${control})`);
-    o.onReady?.(where.uri);
     const code = await new Promise<number>((resolve) => {
+      // Listeners stay for the whole shutdown: a second signal (or a library's
+      // signal hook finding no other listener) must not kill the server half
+      // way through closing its workers.
+      let stopping = false;
       const stop = (sig: string) => {
+        if (stopping) return o.log(`${sig}: already shutting down`);
+        stopping = true;
         o.log(`${sig}: shutting down`);
         resolve(0);
       };
-      process.once('SIGINT', () => stop('SIGINT'));
-      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      // Announced only now: a script that signals the server as soon as it
+      // reads the URI must find the handlers in place.
+      o.log(`serving ${volume.name} at ${where.uri} (control socket ${control})`);
+      o.onReady?.(where.uri);
       if (o.run) {
         const env: Record<string, string> = { ...(process.env as Record<string, string>), uri: where.uri, control };
         if (where.kind === 'unix') env.socket = where.socketPath;

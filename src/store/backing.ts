@@ -19,18 +19,13 @@ import fs from 'node:fs';
 import { readRecord, writeRecord } from '../formats/record-json.js';
 import { backingFile } from './layout.js';
 import type { Volume } from '../manifest/layout.js';
-import { readState } from '../worker/state.js';
+import { readState } from './partition-state.js';
 
 export const BACKING_KIND = 'vsnap-backing-state';
 
-export interface BackingIdentity {
-  path: string;
-  dev: number;
-  ino: number;
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-}
+// A backing file's identity is defined beside the partition state that records it.
+import type { BackingIdentity } from './partition-state.js';
+export type { BackingIdentity } from './partition-state.js';
 
 export interface StaleEntry {
   partition: string;

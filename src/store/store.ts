@@ -9,7 +9,7 @@ import { UsageError, IntegrityError } from '../errors.js';
 import { readRecord, readRecordSync, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
-import { idsFile, isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
+import { DELETING_SUFFIX, idsFile, isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
 import { identities, identitiesIfPresent, leftByVsnap, planStale, readBacking, volumeFiles, writeBacking, type BackingIdentity, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
@@ -99,7 +99,14 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
   for (const n of names.filter(isSnapshotDirName).sort()) {
     try {
       const file = snapshotRecordFile(snapshotsEntry(storeDir, n));
-      const rec = readRecordSync<SnapshotRecord>(file, SNAPSHOT_KIND);
+      let rec: SnapshotRecord;
+      try {
+        rec = readRecordSync<SnapshotRecord>(file, SNAPSHOT_KIND);
+      } catch (err) {
+        // A committed directory without its commit record is damage (exit 3), not an I/O failure.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        throw new IntegrityError(`${file}: the commit record of snapshot ${Number(n)} is missing (removed behind vsnap); move the directory ${path.dirname(file)} out of the store to go on without that snapshot`);
+      }
       if (rec.id !== Number(n)) throw new IntegrityError(`${file}: id ${rec.id} does not match its directory ${n}`);
       out.push(rec);
     } catch (err) {
@@ -158,7 +165,7 @@ export class Store {
     const lock = await StoreLock.acquire(dir, o.command, { socket: o.socket });
     try {
       const names = fs.readdirSync(snapshotsDir(dir));
-      const deleting = names.filter((n) => /^\d+\.deleting$/.test(n)).map((n) => parseInt(n, 10));
+      const deleting = names.filter((n) => n.endsWith(DELETING_SUFFIX) && isSnapshotDirName(n.slice(0, -DELETING_SUFFIX.length))).map((n) => parseInt(n, 10));
       const highest = Math.max(0, ...names.map((n) => parseInt(n, 10)).filter((n) => Number.isSafeInteger(n)));
       await Store.cleanLeftovers(dir);
       const snapshots = await readSnapshots(dir, o.onBadSnapshot);
@@ -271,7 +278,7 @@ export class Store {
     if (!this.record) return;
     const chain = [...new Set([...this.snapshots.map((s) => s.id), ...this.missing])].sort((a, b) => a - b);
     this.record = { ...this.record, snapshots: chain };
-    await writeRecord(path.join(this.dir, 'volume.json'), VOLUME_KIND, { ...this.record });
+    await writeRecord(volumeFile(this.dir), VOLUME_KIND, { ...this.record });
   }
 
   /** Snapshots reported stale, per partition (a backing file changed behind vsnap). */

@@ -24,7 +24,7 @@ import { PartitionEngine } from './partition.js';
 import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
-import { readState, writeState, type PartitionState } from './state.js';
+import { readState, writeState, type PartitionState } from '../store/partition-state.js';
 import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
 import { parentLink } from '../transport/process.js';
@@ -338,5 +338,7 @@ link.onClose(() => process.exit(0));
 // Ctrl-C reaches the whole process group; the coordinator decides how the
 // workers stop (an orderly close), so a worker ignores the signal itself.
 process.on('SIGINT', () => {});
+// The same for SIGTERM (systemctl stop and timeout signal the whole group).
+process.on('SIGTERM', () => {});
 
 void send({ t: 'ready', pid: process.pid });

@@ -6,7 +6,7 @@ import { ChangeLog } from '../formats/changelog.js';
 import { readPartitionSnapshot } from '../formats/psnap.js';
 import { sha256Tagged } from '../formats/record-json.js';
 import { snapshotDir, snapshotMember, snapshotRecordFile } from '../store/layout.js';
-import { readState, statePath } from './state.js';
+import { readState, statePath } from '../store/partition-state.js';
 import type { VerifyProblem, VerifyRequest } from './protocol.js';
 
 export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: VerifyProblem[]; bytesRead: number }> {

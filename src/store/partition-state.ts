@@ -3,8 +3,17 @@
 // tell a torn log tail (after a crash) from corruption (after a clean close).
 import fs from 'node:fs';
 import { readRecord, writeRecord } from '../formats/record-json.js';
-import type { BackingIdentity } from '../store/backing.js';
-import { partitionStateFile } from '../store/layout.js';
+import { partitionStateFile } from './layout.js';
+
+/** A backing file as fstat saw it: what stale detection compares (store/backing.ts). */
+export interface BackingIdentity {
+  path: string;
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
 
 export const STATE_KIND = 'vsnap-partition-state';
 
