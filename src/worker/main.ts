@@ -3,7 +3,7 @@
 // on fd 4. Only this process opens its partitions' extents and change logs.
 import net from 'node:net';
 import fs from 'node:fs';
-import { serializeError } from '../errors.js';
+import { namingFile, serializeError } from '../errors.js';
 import { ChangeLog } from '../formats/changelog.js';
 import {
   DATA_FD,
@@ -195,12 +195,12 @@ class Worker {
           bytes += n;
           progress.add(n);
           if (sparse && isZero(buf)) continue;
-          await fh.write(buf, 0, n, t.outputOffset + off);
+          await namingFile(t.output, fh.write(buf, 0, n, t.outputOffset + off));
         }
       }
-      for (const fh of outputs.values()) await fh.datasync();
+      for (const [file, fh] of outputs) await namingFile(file, fh.datasync());
     } finally {
-      for (const fh of outputs.values()) await fh.close();
+      for (const [file, fh] of outputs) await namingFile(file, fh.close());
     }
     progress.flush();
     return { bytes };
