@@ -111,6 +111,21 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
   return out.sort((a, b) => a.id - b.id);
 }
 
+/**
+ * Whether the store directory exists. Not existsSync: a store this user may
+ * not reach (a private `.vsnap/` of another user) must fail with EACCES, not
+ * look like no store at all.
+ */
+function storeExists(dir: string): boolean {
+  try {
+    fs.statSync(dir);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
 /** The second copy of the id high-water mark, if readable. */
 function readIds(dir: string): number | undefined {
   try {
@@ -147,7 +162,7 @@ export class Store {
 
   static async open(volume: Volume, o: OpenStoreOptions): Promise<Store> {
     const dir = volume.storeDir;
-    if (!fs.existsSync(dir)) {
+    if (!storeExists(dir)) {
       if (!o.create) return new Store(volume, dir, undefined, undefined, [], undefined);
       // Private whatever the umask: change logs hold old guest data (src/store/private.ts).
       await mkdirPrivate(dir);
