@@ -64,10 +64,10 @@ export function isErrnoError(err: unknown): err is NodeJS.ErrnoException {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && /^E[A-Z0-9]+$/.test((err as NodeJS.ErrnoException).code!);
 }
 
-/** What people and scripts need from an errno failure: the call, the file and the errno, on one line. */
-export function describeErrnoError(e: NodeJS.ErrnoException): string {
+/** What people and scripts need from an errno failure: the call, the file (`file` when Node gave none) and the errno, on one line. */
+export function describeErrnoError(e: NodeJS.ErrnoException, file?: string): string {
   const dest = (e as { dest?: string }).dest;
-  const what = [e.syscall, e.path, dest !== undefined ? `-> ${dest}` : undefined].filter((x) => x !== undefined).join(' ');
+  const what = [e.syscall, e.path ?? file, dest !== undefined ? `-> ${dest}` : undefined].filter((x) => x !== undefined).join(' ');
   // Node's own message repeats the code ("EACCES: permission denied, open '/x'"); keep its plain-words part.
   const words = (e.message.match(/^E[A-Z0-9]+: ([^,]+)/)?.[1] ?? e.message).trim();
   const hint = e.code === 'EACCES' || e.code === 'EPERM' ? ' (run vsnap as the user who owns the volume and its store)' : e.code === 'EROFS' ? ' (the store is on a read-only file system)' : '';
@@ -75,8 +75,28 @@ export function describeErrnoError(e: NodeJS.ErrnoException): string {
 }
 
 /** Wrap an errno failure as an OperationError that keeps the errno for the NBD layer. */
-export function operationErrorFrom(e: NodeJS.ErrnoException): OperationError {
-  return new OperationError(describeErrnoError(e), errnoOf(e));
+export function operationErrorFrom(e: NodeJS.ErrnoException, file?: string): OperationError {
+  return new OperationError(describeErrnoError(e, file), errnoOf(e));
+}
+
+/**
+ * An errno failure of a call on a descriptor of `file` as an OperationError
+ * naming the file and keeping the errno (ENOSPC stays ENOSPC). Node gives
+ * descriptor calls (read, write, fdatasync, close, fstat) no path, so code
+ * that holds a descriptor with a known path wraps its failures here, once.
+ * An errno error that names its path already (open, rename: callers may test
+ * its code, ENOENT), a typed error or any other error passes through unchanged.
+ */
+export function fileError(file: string, err: unknown): unknown {
+  if (!isErrnoError(err) || err.path !== undefined) return err;
+  return operationErrorFrom(err, file);
+}
+
+/** `p`, with an errno failure named after `file` (fileError). */
+export function namingFile<T>(file: string, p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    throw fileError(file, err);
+  });
 }
 
 export function serializeError(err: unknown): SerializedError {

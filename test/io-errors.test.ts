@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { vsnap, tmpdir, BIN } from './helpers/cli.js';
-import { describeErrnoError, serializeError } from '../src/errors.js';
+import { describeErrnoError, serializeError, fileError, OperationError } from '../src/errors.js';
 
 test('describeErrnoError names the call, the file and the errno', () => {
   const e = Object.assign(new Error("EACCES: permission denied, open '/s/lock'"), { code: 'EACCES', errno: -13, syscall: 'open', path: '/s/lock' });
@@ -17,6 +17,22 @@ test('describeErrnoError names the call, the file and the errno', () => {
   assert.equal(describeErrnoError(r), 'rename /a -> /b: i/o error (EIO)');
   const s = serializeError(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' }));
   assert.deepEqual(s, { kind: 'operation', message: 'write: no space left on device (ENOSPC)', errno: 'ENOSPC' });
+});
+
+test('fileError names the file of a descriptor call, once, and keeps the errno', () => {
+  const sync = Object.assign(new Error('ENOSPC: no space left on device, fdatasync'), { code: 'ENOSPC', errno: -28, syscall: 'fdatasync' });
+  const e = fileError('/s/snapshots/00000003/p0.clog', sync);
+  assert.ok(e instanceof OperationError);
+  assert.equal(e.message, 'fdatasync /s/snapshots/00000003/p0.clog: no space left on device (ENOSPC)');
+  assert.equal(e.errno, 'ENOSPC');
+  const eio = fileError('/img', Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' })) as OperationError;
+  assert.equal(eio.errno, 'EIO');
+  // Already typed or already naming its path (callers may test its code): unchanged.
+  assert.equal(fileError('/other', e), e);
+  const enoent = Object.assign(new Error("ENOENT: no such file or directory, open '/a'"), { code: 'ENOENT', errno: -2, syscall: 'open', path: '/a' });
+  assert.equal(fileError('/other', enoent), enoent);
+  const bug = new RangeError('not an errno');
+  assert.equal(fileError('/other', bug), bug);
 });
 
 const root = process.getuid?.() === 0;

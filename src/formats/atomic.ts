@@ -4,6 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { fileError, namingFile } from '../errors.js';
+import { createPrivateFile } from './private-file.js';
 
 /**
  * fsync a directory so that entries created, renamed or removed in it survive
@@ -13,9 +15,11 @@ export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
-  } finally {
-    await fh.close();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    throw fileError(dir, e);
   }
+  await namingFile(dir, fh.close());
 }
 
 /**
@@ -25,16 +29,18 @@ export async function fsyncDir(dir: string): Promise<void> {
  */
 export async function writeFileAtomic(path: string, data: Buffer | string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  // 'wx': never follow or clobber something already at the temporary name.
-  const fh = await open(tmp, 'wx', 0o644);
+  // 'wx': never follow or clobber something already at the temporary name; 0600 (store files are private).
+  const fh = await createPrivateFile(tmp, 'wx');
   let renamed = false;
   try {
     try {
       await fh.writeFile(data);
       await fh.sync();
-    } finally {
-      await fh.close();
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      throw fileError(tmp, e);
     }
+    await namingFile(tmp, fh.close());
     await rename(tmp, path);
     renamed = true;
   } finally {

@@ -4,8 +4,9 @@
 // becomes visible only when the coordinator renames the whole directory at the
 // commit point, so it is fsynced in place rather than atomically renamed.
 import { createHash } from 'node:crypto';
-import { open, readFile } from 'node:fs/promises';
-import { IntegrityError } from '../errors.js';
+import { readFile } from 'node:fs/promises';
+import { IntegrityError, fileError, namingFile } from '../errors.js';
+import { createPrivateFile } from './private-file.js';
 import { decodeRecord, encodeRecord } from './record-json.js';
 
 export const PSNAP_KIND = 'vsnap-psnap';
@@ -58,18 +59,20 @@ export async function writePartitionSnapshot(path: string, state: PartitionSnaps
   if (problem) throw new Error(`writePartitionSnapshot(${path}): ${problem}`);
   const data = Buffer.from(encodeRecord(PSNAP_KIND, pickState(state)), 'utf8');
   // 'wx': a partition snapshot is immutable; overwriting one is always a bug.
-  const fh = await open(path, 'wx', 0o644);
+  const fh = await createPrivateFile(path, 'wx');
   try {
     await fh.writeFile(data);
     await fh.sync();
-  } finally {
-    await fh.close();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    throw fileError(path, e);
   }
+  await namingFile(path, fh.close());
   return { bytes: data.length, checksum: 'sha256:' + createHash('sha256').update(data).digest('hex') };
 }
 
 export async function readPartitionSnapshot(path: string): Promise<PartitionSnapshotState> {
-  const text = await readFile(path, 'utf8');
+  const text = await namingFile(path, readFile(path, 'utf8'));
   const fields = decodeRecord<Record<string, unknown>>(PSNAP_KIND, text, path);
   const problem = checkState(fields);
   if (problem) throw new IntegrityError(`${path}: ${problem}`);

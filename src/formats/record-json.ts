@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { IntegrityError } from '../errors.js';
+import { IntegrityError, fileError, namingFile } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
 
 export const RECORD_VERSION = 1;
@@ -112,7 +112,7 @@ export async function writeRecord(path: string, kind: string, fields: Record<str
 
 /** Read and check a record; I/O errors (ENOENT included) pass through. */
 export async function readRecord<T>(path: string, kind: string): Promise<T> {
-  const text = await readFile(path, 'utf8');
+  const text = await namingFile(path, readFile(path, 'utf8'));
   return decodeRecord<T>(kind, text, path);
 }
 
@@ -121,5 +121,11 @@ export async function readRecord<T>(path: string, kind: string): Promise<T> {
  * records): one thread-pool round trip per file costs more than the read.
  */
 export function readRecordSync<T>(path: string, kind: string): T {
-  return decodeRecord<T>(kind, readFileSync(path, 'utf8'), path);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw fileError(path, e);
+  }
+  return decodeRecord<T>(kind, text, path);
 }

@@ -2,7 +2,8 @@
 // names its holder so a second process can say who holds it; a lock whose
 // holder is dead (crash, kill -9) is taken over.
 import fs from 'node:fs';
-import { OperationError } from '../errors.js';
+import { OperationError, fileError } from '../errors.js';
+import { PRIVATE_FILE_MODE } from '../formats/private-file.js';
 import { lockFile } from './layout.js';
 
 export interface LockInfo {
@@ -79,12 +80,22 @@ export function readLock(storeDir: string): LockInfo | undefined {
  */
 function createWhole(file: string, content: string): boolean {
   const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
+  const fd = fs.openSync(tmp, 'wx', PRIVATE_FILE_MODE);
   try {
-    fs.writeSync(fd, content);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    try {
+      fs.fchmodSync(fd, PRIVATE_FILE_MODE); // the umask masked the mode above
+      fs.writeSync(fd, content);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    try {
+      fs.rmSync(tmp, { force: true });
+    } catch {
+      // the failure to report is the one above
+    }
+    throw fileError(tmp, err); // calls on a descriptor name no file
   }
   try {
     fs.linkSync(tmp, file);

@@ -9,6 +9,7 @@ import { UsageError, IntegrityError } from '../errors.js';
 import { readRecord, readRecordSync, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
+import { mkdirPrivate, tightenStore } from './private.js';
 import { DELETING_SUFFIX, idsFile, isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
 import { identities, identitiesIfPresent, leftByVsnap, planStale, readBacking, volumeFiles, writeBacking, type BackingIdentity, type BackingRecord, type StaleEntry } from './backing.js';
 
@@ -117,6 +118,21 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
   return out.sort((a, b) => a.id - b.id);
 }
 
+/**
+ * Whether the store directory exists. Not existsSync: a store this user may
+ * not reach (a private `.vsnap/` of another user) must fail with EACCES, not
+ * look like no store at all.
+ */
+function storeExists(dir: string): boolean {
+  try {
+    fs.statSync(dir);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
 /** The second copy of the id high-water mark, if readable. */
 function readIds(dir: string): number | undefined {
   try {
@@ -153,17 +169,21 @@ export class Store {
 
   static async open(volume: Volume, o: OpenStoreOptions): Promise<Store> {
     const dir = volume.storeDir;
-    if (!fs.existsSync(dir)) {
+    if (!storeExists(dir)) {
       if (!o.create) return new Store(volume, dir, undefined, undefined, [], undefined);
-      await fs.promises.mkdir(snapshotsDir(dir), { recursive: true });
-      await fs.promises.mkdir(stateDir(dir), { recursive: true });
+      // Private whatever the umask: change logs hold old guest data (src/store/private.ts).
+      await mkdirPrivate(dir);
+      await mkdirPrivate(snapshotsDir(dir));
+      await mkdirPrivate(stateDir(dir));
       await fsyncDir(dir);
       await fsyncDir(path.dirname(dir));
     }
-    await fs.promises.mkdir(snapshotsDir(dir), { recursive: true });
-    await fs.promises.mkdir(stateDir(dir), { recursive: true });
+    await mkdirPrivate(snapshotsDir(dir));
+    await mkdirPrivate(stateDir(dir));
     const lock = await StoreLock.acquire(dir, o.command, { socket: o.socket });
     try {
+      // A store an older vsnap made 0755/0644 becomes private at its owner's next open.
+      await tightenStore(dir);
       const names = fs.readdirSync(snapshotsDir(dir));
       const deleting = names.filter((n) => n.endsWith(DELETING_SUFFIX) && isSnapshotDirName(n.slice(0, -DELETING_SUFFIX.length))).map((n) => parseInt(n, 10));
       const highest = Math.max(0, ...names.map((n) => parseInt(n, 10)).filter((n) => Number.isSafeInteger(n)));

@@ -8,7 +8,7 @@
 // (and ~1 M for synchronous writes).
 import fs from 'node:fs';
 import { mapPartitionRange, extentStarts, type MapExtent } from '../volume-map.js';
-import { OperationError } from '../errors.js';
+import { OperationError, fileError } from '../errors.js';
 import { guardOpened, noteOwnWrite } from '../io/backing-guard.js';
 // Reads past the end of a backing file that shrank behind us read as zeros.
 import { readFullyZeroFilled as readFully, writeFully } from '../positional-io.js';
@@ -61,7 +61,13 @@ export class HandleCache {
     let fd = this.fds.get(path);
     if (fd === undefined) {
       fd = fs.openSync(path, this.writable ? 'r+' : 'r');
-      if (this.writable) guardOpened(path, fd);
+      if (this.writable) {
+        try {
+          guardOpened(path, fd);
+        } catch (err) {
+          throw fileError(path, err); // its fstat names no file
+        }
+      }
       this.fds.set(path, fd);
     }
     return fd;
@@ -118,13 +124,19 @@ export class HandleCache {
 
   private async syncOther(path: string): Promise<void> {
     const fd = fs.openSync(path, 'r');
+    let failed: unknown;
     try {
       await this.fdatasync(fd);
     } catch (err) {
-      throw syncError(path, err);
-    } finally {
-      fs.closeSync(fd);
+      failed = syncError(path, err);
     }
+    try {
+      fs.closeSync(fd);
+    } catch (err) {
+      // The sync's own failure, if any, is the one to report (isSyncFailure).
+      failed ??= fileError(path, err);
+    }
+    if (failed) throw failed;
   }
 
   /** Resolves once a sync covering `target` writes of the file succeeded. */
@@ -207,11 +219,15 @@ export class ExtentIO {
 
   async read(partOffset: number, length: number, into: Buffer, intoOffset: number): Promise<void> {
     const segs = mapPartitionRange(this.extents, partOffset, length, this.starts);
-    if (segs.length === 1) {
-      const s = segs[0];
-      return readFully(this.handles.get(s.path), into, intoOffset + s.rangeOffset, s.length, s.fileOffset);
-    }
-    await Promise.all(segs.map((s) => readFully(this.handles.get(s.path), into, intoOffset + s.rangeOffset, s.length, s.fileOffset)));
+    if (segs.length === 1) return this.readSegment(segs[0], into, intoOffset);
+    await Promise.all(segs.map((s) => this.readSegment(s, into, intoOffset)));
+  }
+
+  /** A read of one backing file; a failure names the file (a descriptor's errors carry no path). */
+  private readSegment(s: { path: string; rangeOffset: number; length: number; fileOffset: number }, into: Buffer, intoOffset: number): Promise<void> {
+    return readFully(this.handles.get(s.path), into, intoOffset + s.rangeOffset, s.length, s.fileOffset).catch((err: unknown) => {
+      throw fileError(s.path, err);
+    });
   }
 
   /** Write in place; returns the backing files touched (for FUA). */
@@ -224,7 +240,10 @@ export class ExtentIO {
         const fd = this.handles.get(s.path);
         return writeFully(fd, data, dataOffset + s.rangeOffset, s.length, s.fileOffset)
           .then(() => noteOwnWrite(s.path, fd))
-          .finally(() => this.handles.wrote(s.path));
+          .finally(() => this.handles.wrote(s.path))
+          .catch((err: unknown) => {
+            throw fileError(s.path, err);
+          });
       }),
     );
     return segs.map((s) => s.path);

@@ -4,7 +4,7 @@
 // Only this process opens its partitions' extents and change logs.
 import fs from 'node:fs';
 import path from 'node:path';
-import { IntegrityError, serializeError } from '../errors.js';
+import { IntegrityError, namingFile, serializeError } from '../errors.js';
 import { ChangeLog } from '../formats/changelog.js';
 import {
   DataOp,
@@ -236,12 +236,12 @@ class Worker {
           bytes += n;
           progress.add(n);
           if (sparse && isZero(buf)) continue;
-          await fh.write(buf, 0, n, t.outputOffset + off);
+          await namingFile(t.output, fh.write(buf, 0, n, t.outputOffset + off));
         }
       }
-      for (const fh of outputs.values()) await fh.datasync();
+      for (const [file, fh] of outputs) await namingFile(file, fh.datasync());
     } finally {
-      for (const fh of outputs.values()) await fh.close();
+      for (const [file, fh] of outputs) await namingFile(file, fh.close());
     }
     progress.flush();
     return { bytes };

@@ -11,7 +11,8 @@
 // on recovery after a crash the newest, possibly unsynced batch may be dropped
 // without losing any snapshot's data.
 import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { IntegrityError, OperationError, errnoOf } from '../../errors.js';
+import { IntegrityError, OperationError, errnoOf, fileError, namingFile } from '../../errors.js';
+import { createPrivateFile } from '../private-file.js';
 import { readFully, readvFully, writevFully } from '../../positional-io.js';
 import { BlockIndex } from '../block-index.js';
 import {
@@ -82,7 +83,7 @@ export class ChangeLog {
    */
   static async create(path: string, h: ChangeLogHeader, o: { blockCount?: number } = {}): Promise<ChangeLog> {
     const { bytes, crc } = encodeChangeLogHeader(h);
-    const fh = await open(path, 'wx+', 0o644);
+    const fh = await createPrivateFile(path, 'wx+');
     try {
       await writevFully(fh, [bytes], 0);
       await fh.datasync();
@@ -90,7 +91,7 @@ export class ChangeLog {
       await fh.close().catch(() => undefined);
       // O_EXCL made the file ours; a half-written log must not be left behind.
       await unlink(path).catch(() => undefined);
-      throw e;
+      throw fileError(path, e);
     }
     return new ChangeLog({
       path,
@@ -136,7 +137,7 @@ export class ChangeLog {
       });
     } catch (e) {
       await fh.close().catch(() => undefined);
-      throw e;
+      throw fileError(path, e);
     }
   }
 
@@ -180,7 +181,7 @@ export class ChangeLog {
     const hdr = Buffer.allocUnsafe(RECORD_HEADER_SIZE);
     const off = this.offsetOf(slot);
     // readv: header and data in one syscall, data landing in the caller's buffer (no copy).
-    const n = await readvFully(this.handle(), [hdr, target], off);
+    const n = await namingFile(this.path, readvFully(this.handle(), [hdr, target], off));
     if (n < this.recordSize) throw new IntegrityError(`${this.path} at offset ${off + n}: record of block ${block} is cut short (file truncated after open?)`);
     checkRecord(this.path, hdr, 0, target, off, block);
     return target;
@@ -248,7 +249,7 @@ export class ChangeLog {
       for (const run of runs) {
         const buf = Buffer.allocUnsafe(run.n * rs);
         const off = src.offsetOf(run.first);
-        const got = await readFully(src.handle(), buf, 0, buf.length, off);
+        const got = await namingFile(src.path, readFully(src.handle(), buf, 0, buf.length, off));
         for (let i = 0; i < run.n; i++) {
           const at = i * rs;
           const recOff = off + at;
@@ -267,7 +268,7 @@ export class ChangeLog {
 
   /** Full scan: re-check the file header, the length and every record's header and crc. Never throws for damage; I/O errors pass through. */
   async verify(): Promise<VerifyResult> {
-    return verifyLog(this.handle(), {
+    return namingFile(this.path, verifyLog(this.handle(), {
       path: this.path,
       header: this.header,
       headerCrc: this.headerCrc,
@@ -275,7 +276,7 @@ export class ChangeLog {
       fileLength: this.length + this.ignoredTail,
       blockCount: this.blockCount,
       index: this.index,
-    });
+    }));
   }
 
   /**
@@ -293,7 +294,7 @@ export class ChangeLog {
     if (this.failure && this.fh) await this.undoFailedAppend().catch(() => undefined);
     const fh = this.fh;
     this.fh = undefined;
-    if (fh) await fh.close();
+    if (fh) await namingFile(this.path, fh.close());
   }
 
   // --- internals -------------------------------------------------------------
