@@ -151,7 +151,10 @@ export class PartitionEngine {
     try {
       await this.ctx.mutating();
       const newest = this.logs[this.logs.length - 1];
-      if (newest) await this.copyOnWrite(newest.log, off, data.length);
+      if (newest) {
+        newest.log.pin(); // appends go here: its descriptor stays out of the pool's eviction
+        await this.copyOnWrite(newest.log, off, data.length);
+      }
       maybeFault('write-before-in-place'); // test-only: old blocks synced in the newest log, in-place write not started
       const touched = await this.io.write(off, data);
       if (fua) await this.ctx.handles.sync(touched);
@@ -290,6 +293,8 @@ export class PartitionEngine {
       blockCount: this.blockCount,
       cleanClose: true,
     });
+    this.logs[this.logs.length - 1]?.log.pin(false);
+    reopened.pin();
     this.logs.push({ id: snapshotId, log: reopened });
   }
 
