@@ -20,6 +20,7 @@
 //     retries before it gives up.
 //   - Hot path: an open file's acquire is a counter bump and a Map reorder;
 //     no syscall, no promise.
+import fs from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { IntegrityError, OperationError, errnoOf } from '../errors.js';
 
@@ -27,9 +28,27 @@ export const DEFAULT_FD_LIMIT = 256;
 /** Environment variable lowering (or raising) the bound, for tests and small ulimits. */
 export const FD_LIMIT_ENV = 'VSNAP_CLOG_FDS';
 
+/** The soft RLIMIT_NOFILE (`ulimit -n`) from /proc/self/limits, or undefined if unknown or unlimited. */
+export function openFileLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * $VSNAP_CLOG_FDS if set; else 256, or a quarter of `ulimit -n` when that is
+ * lower (the rest is for backing files, sockets, node itself and the
+ * descriptors opened around each change log's scan).
+ */
 function limitFromEnv(): number {
   const raw = process.env[FD_LIMIT_ENV];
-  if (raw === undefined || raw === '') return DEFAULT_FD_LIMIT;
+  if (raw === undefined || raw === '') {
+    const nofile = openFileLimit();
+    return nofile === undefined ? DEFAULT_FD_LIMIT : Math.max(8, Math.min(DEFAULT_FD_LIMIT, Math.floor(nofile / 4)));
+  }
   const n = Number(raw);
   if (!Number.isSafeInteger(n) || n < 1) throw new OperationError(`${FD_LIMIT_ENV}=${raw}: expected a whole number of descriptors >= 1`);
   return n;
@@ -110,11 +129,11 @@ export class FdPool {
     this.closing.add(p);
   }
 
-  /** @internal open `path`, evicting idle descriptors and retrying while the process is out of them. */
-  async openFile(path: string, flags: 'r' | 'r+'): Promise<FileHandle> {
+  /** Open `path` (a file to adopt, or a reopen), evicting idle descriptors and retrying while the process is out of them. */
+  async openFile(path: string, flags: string, mode?: number): Promise<FileHandle> {
     for (;;) {
       try {
-        return await open(path, flags);
+        return await open(path, flags, mode);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if ((code === 'EMFILE' || code === 'ENFILE') && this.trim(8, 0) > 0) {

@@ -11,7 +11,7 @@
 // on recovery after a crash the newest, possibly unsynced batch may be dropped
 // without losing any snapshot's data.
 // The descriptor comes from the process's pool (../fd-pool.ts), held per I/O.
-import { open, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { IntegrityError, OperationError, errnoOf } from '../../errors.js';
 import { readFully, readvFully, writevFully } from '../../positional-io.js';
 import { BlockIndex } from '../block-index.js';
@@ -85,7 +85,7 @@ export class ChangeLog {
    */
   static async create(path: string, h: ChangeLogHeader, o: { blockCount?: number } = {}): Promise<ChangeLog> {
     const { bytes, crc } = encodeChangeLogHeader(h);
-    const fh = await open(path, 'wx+', 0o644);
+    const fh = await changeLogFds().openFile(path, 'wx+', 0o644);
     let id: { dev: number; ino: number };
     try {
       await writevFully(fh, [bytes], 0);
@@ -114,7 +114,7 @@ export class ChangeLog {
   static async open(path: string, o: ChangeLogOpenOptions): Promise<ChangeLog> {
     const readOnly = o.readOnly ?? false;
     if (!Number.isSafeInteger(o.blockCount) || o.blockCount < 0) throw new Error(`ChangeLog.open: invalid blockCount ${o.blockCount}`);
-    const fh = await open(path, readOnly ? 'r' : 'r+');
+    const fh = await changeLogFds().openFile(path, readOnly ? 'r' : 'r+');
     try {
       const st = await fh.stat();
       const hb = Buffer.alloc(CLOG_HEADER_SIZE);
