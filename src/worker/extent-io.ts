@@ -115,8 +115,18 @@ export class HandleCache {
   async syncNow(backing: Iterable<string>, others: Iterable<string> = []): Promise<void> {
     const list = [...new Set(backing)];
     for (const p of list) this.wrote(p); // the predecessor's writes completed before now
-    const jobs: Promise<void>[] = [this.sync(list)];
-    for (const p of new Set(others)) jobs.push(this.syncOther(p));
+    // Other files (one change log per snapshot: thousands) are synced a few
+    // at a time, each opened only for its sync, to stay within the process's
+    // descriptor limit.
+    const rest = [...new Set(others)];
+    let next = 0;
+    const lane = async () => {
+      // A failure does not stop the rest: every file gets its sync, the first error is reported.
+      let first: unknown;
+      while (next < rest.length) await this.syncOther(rest[next++]).catch((e) => (first ??= e));
+      if (first !== undefined) throw first;
+    };
+    const jobs: Promise<void>[] = [this.sync(list), ...Array.from({ length: Math.min(16, rest.length) }, lane)];
     const results = await Promise.allSettled(jobs);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;

@@ -51,16 +51,12 @@ const ZERO_CHUNK = Buffer.alloc(4 << 20);
 export class PartitionEngine {
   readonly io: ExtentIO;
   readonly blockCount: number;
-  /**
-   * The change logs, oldest first. Never changed in place: a create or a
-   * delete installs a new array, so a read that took the array at its start
-   * walks one consistent list across all its awaits (a delete of an older
-   * snapshot must not shift the read's position onto another snapshot's log).
-   */
+  /** The change logs, oldest first. Never changed in place: a create or a delete installs a new
+   * array, so a read walks the list it took at its start across all its awaits (a delete of an
+   * older snapshot must not shift its position onto another snapshot's log). */
   logs: readonly LogEntry[] = [];
-  /** Reads in flight: a log a delete removed is closed only after they end. */
+  /** Reads in flight, and closes of logs a delete removed, which wait for those reads. */
   private readonly reading = new Set<Promise<unknown>>();
-  /** Closes of removed logs waiting for those reads. */
   private readonly retiring = new Set<Promise<unknown>>();
   stale = new Map<number, string>();
   private pendingCopies = new Map<number, Promise<void>>();
@@ -184,7 +180,10 @@ export class PartitionEngine {
     try {
       await this.ctx.mutating();
       const newest = this.logs[this.logs.length - 1];
-      if (newest) await this.copyOnWrite(newest.log, off, data.length);
+      if (newest) {
+        newest.log.pin(); // appends go here: its descriptor stays out of the pool's eviction
+        await this.copyOnWrite(newest.log, off, data.length);
+      }
       maybeFault('write-before-in-place'); // test-only: old blocks synced in the newest log, in-place write not started
       const touched = await this.io.write(off, data);
       if (fua) await this.ctx.handles.sync(touched);
@@ -314,6 +313,8 @@ export class PartitionEngine {
       blockCount: this.blockCount,
       cleanClose: true,
     });
+    this.logs[this.logs.length - 1]?.log.pin(false);
+    reopened.pin();
     this.logs = [...this.logs, { id: outcome.snapshotId, log: reopened }];
   }
 

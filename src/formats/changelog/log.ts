@@ -10,11 +10,13 @@
 // block in place only after the batch logging its old content is durable, so
 // on recovery after a crash the newest, possibly unsynced batch may be dropped
 // without losing any snapshot's data.
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+// The descriptor comes from the process's pool (../fd-pool.ts), held per I/O.
+import { unlink } from 'node:fs/promises';
 import { IntegrityError, OperationError, errnoOf, fileError, namingFile } from '../../errors.js';
-import { createPrivateFile } from '../private-file.js';
+import { PRIVATE_FILE_MODE } from '../private-file.js';
 import { readFully, readvFully, writevFully } from '../../positional-io.js';
 import { BlockIndex } from '../block-index.js';
+import { changeLogFds, type PooledFile } from '../fd-pool.js';
 import {
   CHUNK_BYTES,
   CLOG_HEADER_SIZE,
@@ -37,7 +39,8 @@ export class ChangeLog {
   readonly headerCrc: number;
   readonly readOnly: boolean;
 
-  private fh: FileHandle | undefined;
+  /** The pooled descriptor: acquired around every I/O, never closed while one is in flight. */
+  private readonly file: PooledFile;
   private readonly index: BlockIndex;
   private readonly recordSize: number;
   private readonly blockCount: number;
@@ -52,7 +55,7 @@ export class ChangeLog {
 
   private constructor(args: {
     path: string;
-    fh: FileHandle;
+    file: PooledFile;
     header: ChangeLogHeader;
     headerCrc: number;
     index: BlockIndex;
@@ -63,7 +66,7 @@ export class ChangeLog {
     ignoredTail?: number;
   }) {
     this.path = args.path;
-    this.fh = args.fh;
+    this.file = args.file;
     this.header = args.header;
     this.headerCrc = args.headerCrc;
     this.index = args.index;
@@ -83,10 +86,14 @@ export class ChangeLog {
    */
   static async create(path: string, h: ChangeLogHeader, o: { blockCount?: number } = {}): Promise<ChangeLog> {
     const { bytes, crc } = encodeChangeLogHeader(h);
-    const fh = await createPrivateFile(path, 'wx+');
+    const fh = await changeLogFds().openFile(path, 'wx+', PRIVATE_FILE_MODE);
+    let id: { dev: number; ino: number };
     try {
+      // The mode given to open is masked by the umask: the log is private whatever it is.
+      await fh.chmod(PRIVATE_FILE_MODE);
       await writevFully(fh, [bytes], 0);
       await fh.datasync();
+      id = await fh.stat();
     } catch (e) {
       await fh.close().catch(() => undefined);
       // O_EXCL made the file ours; a half-written log must not be left behind.
@@ -95,7 +102,7 @@ export class ChangeLog {
     }
     return new ChangeLog({
       path,
-      fh,
+      file: changeLogFds().adopt(path, 'r+', fh, id, 'change log'),
       header: { ...h },
       headerCrc: crc,
       index: new BlockIndex(),
@@ -110,22 +117,23 @@ export class ChangeLog {
   static async open(path: string, o: ChangeLogOpenOptions): Promise<ChangeLog> {
     const readOnly = o.readOnly ?? false;
     if (!Number.isSafeInteger(o.blockCount) || o.blockCount < 0) throw new Error(`ChangeLog.open: invalid blockCount ${o.blockCount}`);
-    const fh = await open(path, readOnly ? 'r' : 'r+');
+    const fh = await changeLogFds().openFile(path, readOnly ? 'r' : 'r+');
     try {
-      const size = (await fh.stat()).size;
+      const st = await fh.stat();
       const hb = Buffer.alloc(CLOG_HEADER_SIZE);
       const bytesRead = await readFully(fh, hb, 0, CLOG_HEADER_SIZE, 0);
       const { header, crc } = decodeChangeLogHeader(hb.subarray(0, bytesRead), path);
       checkExpect(header, o.expect, path);
-      const scan = await scanRecords(fh, path, header.blockSize, size, o);
+      const scan = await scanRecords(fh, path, header.blockSize, st.size, o);
       const finalLength = CLOG_HEADER_SIZE + scan.index.size * (RECORD_HEADER_SIZE + header.blockSize);
-      if (finalLength < size && !readOnly) {
+      if (finalLength < st.size && !readOnly) {
         await fh.truncate(finalLength);
         await fh.datasync();
       }
+      // Scanned: the descriptor goes to the pool, which may close it at once (opening N logs holds at most the bound).
       return new ChangeLog({
         path,
-        fh,
+        file: changeLogFds().adopt(path, readOnly ? 'r' : 'r+', fh, st, 'change log'),
         header,
         headerCrc: crc,
         index: scan.index,
@@ -181,7 +189,7 @@ export class ChangeLog {
     const hdr = Buffer.allocUnsafe(RECORD_HEADER_SIZE);
     const off = this.offsetOf(slot);
     // readv: header and data in one syscall, data landing in the caller's buffer (no copy).
-    const n = await namingFile(this.path, readvFully(this.handle(), [hdr, target], off));
+    const n = await namingFile(this.path, this.file.use((fh) => readvFully(fh, [hdr, target], off)));
     if (n < this.recordSize) throw new IntegrityError(`${this.path} at offset ${off + n}: record of block ${block} is cut short (file truncated after open?)`);
     checkRecord(this.path, hdr, 0, target, off, block);
     return target;
@@ -249,7 +257,7 @@ export class ChangeLog {
       for (const run of runs) {
         const buf = Buffer.allocUnsafe(run.n * rs);
         const off = src.offsetOf(run.first);
-        const got = await namingFile(src.path, readFully(src.handle(), buf, 0, buf.length, off));
+        const got = await namingFile(src.path, src.file.use((fh) => readFully(fh, buf, 0, buf.length, off)));
         for (let i = 0; i < run.n; i++) {
           const at = i * rs;
           const recOff = off + at;
@@ -268,7 +276,7 @@ export class ChangeLog {
 
   /** Full scan: re-check the file header, the length and every record's header and crc. Never throws for damage; I/O errors pass through. */
   async verify(): Promise<VerifyResult> {
-    return namingFile(this.path, verifyLog(this.handle(), {
+    return namingFile(this.path, this.file.use((fh) => verifyLog(fh, {
       path: this.path,
       header: this.header,
       headerCrc: this.headerCrc,
@@ -276,7 +284,7 @@ export class ChangeLog {
       fileLength: this.length + this.ignoredTail,
       blockCount: this.blockCount,
       index: this.index,
-    }));
+    })));
   }
 
   /**
@@ -291,18 +299,16 @@ export class ChangeLog {
   /** Wait for queued appends to settle, then close. Idempotent. */
   async close(): Promise<void> {
     await this.queue;
-    if (this.failure && this.fh) await this.undoFailedAppend().catch(() => undefined);
-    const fh = this.fh;
-    this.fh = undefined;
-    if (fh) await namingFile(this.path, fh.close());
+    if (this.failure && !this.file.closed) await this.undoFailedAppend().catch(() => undefined);
+    await namingFile(this.path, this.file.close());
+  }
+
+  /** Keep the descriptor open whatever the pool's bound (the partition's newest log, which takes the appends). */
+  pin(on = true): void {
+    this.file.pin(on);
   }
 
   // --- internals -------------------------------------------------------------
-
-  private handle(): FileHandle {
-    if (!this.fh) throw new Error(`change log ${this.path} is closed`);
-    return this.fh;
-  }
 
   private offsetOf(slot: number): number {
     return CLOG_HEADER_SIZE + slot * this.recordSize;
@@ -323,9 +329,10 @@ export class ChangeLog {
   private async undoFailedAppend(): Promise<void> {
     const first = this.failure as Error;
     try {
-      const fh = this.handle();
-      await fh.truncate(this.length);
-      await fh.datasync();
+      await this.file.use(async (fh) => {
+        await fh.truncate(this.length);
+        await fh.datasync();
+      });
       this.failure = undefined;
     } catch (e) {
       throw new OperationError(
@@ -344,7 +351,7 @@ export class ChangeLog {
   }
 
   private async writeBatch(input: ChangeLogRecord[], skipPresent: boolean): Promise<number> {
-    const fh = this.handle();
+    if (this.file.closed) throw new Error(`change log ${this.path} is closed`);
     if (this.readOnly) throw new Error(`change log ${this.path} is open read-only`);
     if (this.failure) await this.undoFailedAppend();
     const bs = this.header.blockSize;
@@ -370,8 +377,10 @@ export class ChangeLog {
     const iov = encodeBatch(records, batch);
     const pos = this.length;
     try {
-      await writevFully(fh, iov, pos);
-      await fh.datasync();
+      await this.file.use(async (fh) => {
+        await writevFully(fh, iov, pos);
+        await fh.datasync();
+      });
     } catch (e) {
       this.failure = e as Error;
       // Undo at once, so that a write after the failure (space freed) works;
