@@ -49,6 +49,12 @@ const RULES = [
     forbids: (t) => ['commands', 'serve', 'cli', 'main', 'session'].includes(folderOf(t)),
   },
   {
+    name: 'store-io',
+    what: `store/, io/ and transport/ import none of worker, ${ABOVE_WORKER.join(', ')}`,
+    applies: (m) => ['store', 'io', 'transport'].includes(folderOf(m)),
+    forbids: (t) => ['worker', ...ABOVE_WORKER].includes(folderOf(t)),
+  },
+  {
     name: 'commands-serve',
     what: 'commands/ and serve/ do not import each other',
     applies: (m) => folderOf(m) === 'commands' || folderOf(m) === 'serve',

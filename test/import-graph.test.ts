@@ -17,13 +17,13 @@ function graph(...args: string[]): { code: number | null; out: string } {
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
-// The commands <-> serve rule is printed but not enforced here until the
-// catalogue (issue 13 item 1) lands; the lead turns it on then.
-test('src/: the ground floor, worker/ and coordinator/ import nothing above them', () => {
-  const r = graph('--enforce', 'ground,worker,coordinator');
+test('src/: every layering rule holds (ground floor, worker, coordinator, store/io/transport, commands<->serve) and no cycle', () => {
+  const r = graph();
   process.stdout.write(r.out);
   assert.equal(r.code, 0, r.out);
-  assert.doesNotMatch(r.out, /^\s+\[(ground|worker|coordinator)\] /m);
+  assert.doesNotMatch(r.out, /^\s+\[[a-z-]+\] /m);
+  assert.match(r.out, /cycles between modules: none/);
+  assert.match(r.out, /cycles between folders: none/);
   // What a worker loads at start-up: worker/ and the layers below only.
   const loads = /a worker \(worker\/main\) loads \d+ modules at start-up:\n((?:  .*\n)+)/.exec(r.out);
   assert.ok(loads, 'the script lists what a worker loads');
