@@ -20,6 +20,7 @@ import { commitRename, pauseAt, type CommitOutcome } from './commit.js';
 import { isSyncFailure } from '../worker/extent-io.js';
 import { assertImagesFree } from '../io/image-lock.js';
 import { volumeFiles } from '../store/backing.js';
+import { chmodPrivateDir } from '../store/private.js';
 
 export type { Range, FileRange } from '../volume-map.js';
 
@@ -203,6 +204,7 @@ export class Cluster {
     const final = snapshotDir(this.store.dir, id);
     const tmp = pendingSnapshotDir(this.store.dir, id);
     await fs.promises.mkdir(tmp);
+    await chmodPrivateDir(tmp); // the mkdir mode is masked by the umask; private before any data lands in it
     const t0 = process.hrtime.bigint();
     // Volume writes already sent finish first; new ones wait until the thaw.
     await this.gate.freeze();

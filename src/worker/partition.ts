@@ -21,7 +21,6 @@ import { WriteGate } from '../gate.js';
 import { identities } from '../store/backing.js';
 import { maybeFault } from '../faults.js';
 import { changeLogFile, changeLogName, partitionSnapshotFile, partitionSnapshotName } from '../store/layout.js';
-import { chmodPrivateDir } from '../store/private.js';
 
 export interface LogEntry {
   id: number;
@@ -254,8 +253,6 @@ export class PartitionEngine {
     // A create that never reached its THAW (its coordinator aborted it) left this behind.
     if (this.prepared) await this.prepared.log.close();
     this.prepared = undefined;
-    // The coordinator's mkdir of <id>.tmp was masked by the umask; private before any data lands in it.
-    await chmodPrivateDir(tmpDir);
     const clogName = changeLogName(this.spec.id);
     const psnapName = partitionSnapshotName(this.spec.id);
     const log = await ChangeLog.create(changeLogFile(tmpDir, this.spec.id), {
