@@ -40,6 +40,25 @@ export interface BlockDevice {
   flush(): Promise<void>;
   /** Allocation map from offset; at least one extent, consecutive, total <= length. */
   blockStatus(offset: number, length: number): Promise<BlockExtent[]>;
+  /**
+   * Metadata contexts offered besides base:allocation (which is always
+   * `blockStatus`), by the names NBD_OPT_LIST_META_CONTEXT lists, e.g.
+   * `qemu:dirty-bitmap:<snap>`. Absent: base:allocation only.
+   */
+  metaContexts?(): string[];
+  /**
+   * The context a client's SET_META_CONTEXT names: a listed name or an alias
+   * the device accepts (a snapshot id for its name); undefined when not offered.
+   */
+  metaContext?(name: string): MetaContext | undefined;
+}
+
+/** One selected metadata context other than base:allocation. */
+export interface MetaContext {
+  /** The bits this context's extent flags may carry (the rest are dropped). */
+  readonly flagMask: number;
+  /** Same rules as BlockDevice.blockStatus, with this context's flags; a short answer is allowed. */
+  status(offset: number, length: number): Promise<BlockExtent[]>;
 }
 
 /** What an NBD server serves: a set of named exports. */

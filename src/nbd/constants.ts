@@ -29,6 +29,8 @@ export const OPT = {
   STRUCTURED_REPLY: 8,
   LIST_META_CONTEXT: 9,
   SET_META_CONTEXT: 10,
+  /** 64-bit request and reply headers (refused: see handshake.ts). */
+  EXTENDED_HEADERS: 11,
 } as const;
 
 export const REP = {
@@ -104,8 +106,10 @@ export const STATE_HOLE = 1 << 0;
 export const STATE_ZERO = 1 << 1;
 
 export const BASE_ALLOCATION = 'base:allocation';
-/** Context id handed out by SET_META_CONTEXT; any nonzero value works, LIST uses 0. */
+/** Context id handed out by SET_META_CONTEXT; any nonzero value works, LIST uses 0. Other contexts get 2, 3, ... */
 export const BASE_ALLOCATION_ID = 1;
+/** Prefix of QEMU's changed-block contexts (docs/interop/nbd.rst); one flag, bit 0 = dirty (coordinator/changed-extents.ts). */
+export const DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
 
 /** errno values as the protocol numbers them (Linux values, fixed by the spec). */
 export const ERRNO: Record<BlockErrno, number> = {

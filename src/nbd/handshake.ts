@@ -6,8 +6,6 @@ import type { Socket } from 'node:net';
 import type { BlockDevice, ExportProvider } from '../block.js';
 import type { ByteReader } from './byte-reader.js';
 import {
-  BASE_ALLOCATION,
-  BASE_ALLOCATION_ID,
   FLAG_C_FIXED_NEWSTYLE,
   FLAG_C_NO_ZEROES,
   FLAG_FIXED_NEWSTYLE,
@@ -21,14 +19,15 @@ import {
   REP,
 } from './constants.js';
 import { blockSizes, transmissionFlags } from './export-info.js';
-import { lengthPrefixed, optionError, optionReply } from './replies.js';
+import { lengthPrefixed, metaContextReply, optionError, optionReply } from './replies.js';
+import { listContexts, rebindContexts, selectContexts, type SelectedContext } from './meta-contexts.js';
 
 export interface Negotiated {
   name: string;
   device: BlockDevice;
   structuredReplies: boolean;
-  /** base:allocation was selected for this export. */
-  metaContext: boolean;
+  /** Metadata contexts selected for this export (base:allocation, dirty bitmaps), in the client's order. */
+  contexts: SelectedContext[];
   flags: number;
 }
 
@@ -116,7 +115,7 @@ function greeting(): Buffer {
 /** Meta-context selection as the last SET_META_CONTEXT left it. */
 interface Selection {
   exportName: string;
-  baseAllocation: boolean;
+  selected: { id: number; name: string }[];
 }
 
 export async function negotiate(
@@ -171,8 +170,7 @@ export async function negotiate(
       reply.writeBigUInt64BE(BigInt(device.size), 0);
       reply.writeUInt16BE(flags, 8);
       send(reply);
-      const metaContext = selection?.baseAllocation === true && selection.exportName === name && structuredReplies;
-      return { name, device, structuredReplies, metaContext, flags };
+      return { name, device, structuredReplies, contexts: contextsFor(selection, name, device, structuredReplies), flags };
     }
 
     if (!fixed) {
@@ -228,8 +226,7 @@ export async function negotiate(
           const flags = transmissionFlags(device, structuredReplies);
           send(Buffer.concat([...infoReplies(option, name, device, flags, requests), optionReply(option, REP.ACK)]));
           if (option === OPT.GO) {
-            const metaContext = selection?.baseAllocation === true && selection.exportName === name && structuredReplies;
-            return { name, device, structuredReplies, metaContext, flags };
+            return { name, device, structuredReplies, contexts: contextsFor(selection, name, device, structuredReplies), flags };
           }
           break;
         }
@@ -246,25 +243,32 @@ export async function negotiate(
           const queries: string[] = [];
           for (let i = 0; i < nq; i++) queries.push(f.string(f.u32()));
           f.end();
-          let match: boolean;
-          if (option === OPT.LIST_META_CONTEXT) {
-            // An empty list or the bare namespace asks for everything we have.
-            match = nq === 0 || queries.some((q) => q === 'base:' || q === BASE_ALLOCATION);
-          } else {
-            match = queries.includes(BASE_ALLOCATION);
-            selection = { exportName, baseAllocation: match };
+          // Which contexts exist depends on the export (its snapshots), so it must be one.
+          const device = provider.open(exportName);
+          if (!device) {
+            if (option === OPT.SET_META_CONTEXT) selection = undefined;
+            send(optionError(option, REP.ERR_UNKNOWN, `unknown export ${JSON.stringify(exportName)}`));
+            break;
           }
           const parts: Buffer[] = [];
-          if (match) {
-            const ctx = Buffer.alloc(4 + BASE_ALLOCATION.length);
-            ctx.writeUInt32BE(option === OPT.SET_META_CONTEXT ? BASE_ALLOCATION_ID : 0, 0);
-            ctx.write(BASE_ALLOCATION, 4, 'utf8');
-            parts.push(optionReply(option, REP.META_CONTEXT, ctx));
+          if (option === OPT.LIST_META_CONTEXT) {
+            // LIST hands out no ids: 0, as the spec suggests.
+            for (const n of listContexts(device, queries)) parts.push(metaContextReply(option, 0, n));
+          } else {
+            const chosen = selectContexts(device, queries);
+            selection = { exportName, selected: chosen.map(({ id, name }) => ({ id, name })) };
+            for (const c of chosen) parts.push(metaContextReply(option, c.id, c.name));
           }
           parts.push(optionReply(option, REP.ACK));
           send(Buffer.concat(parts));
           break;
         }
+
+        case OPT.EXTENDED_HEADERS:
+          // Refused so that clients which ask first (libnbd >= 1.18, QEMU >= 8.2) fall back to
+          // the compact headers every client speaks; BLOCK_STATUS here never needs 64-bit lengths.
+          send(optionError(option, REP.ERR_UNSUP, 'extended headers are not supported; use the compact headers'));
+          break;
 
         default:
           send(optionError(option, REP.ERR_UNSUP, `option ${option} is not supported`));
@@ -274,6 +278,12 @@ export async function negotiate(
       send(optionError(option, REP.ERR_INVALID, err.message));
     }
   }
+}
+
+/** The SET selection, if it named the export being opened and structured replies were negotiated. */
+function contextsFor(selection: Selection | undefined, name: string, device: BlockDevice, structuredReplies: boolean): SelectedContext[] {
+  if (!selection || selection.exportName !== name || !structuredReplies) return [];
+  return rebindContexts(device, selection.selected);
 }
 
 function infoReplies(option: number, name: string, device: BlockDevice, flags: number, requests: number[]): Buffer[] {

@@ -8,6 +8,7 @@ import {
   OPTION_REPLY_MAGIC,
   REPLY_FLAG_DONE,
   REPLY_TYPE,
+  REP,
   SIMPLE_REPLY_MAGIC,
   STRUCTURED_REPLY_MAGIC,
 } from './constants.js';
@@ -35,6 +36,15 @@ export function optionReply(option: number, type: number, data: Buffer = Buffer.
 
 export function optionError(option: number, type: number, msg: string): Buffer {
   return optionReply(option, type, limitedUtf8(msg));
+}
+
+/** A REP_META_CONTEXT reply: u32 context id, then the name. */
+export function metaContextReply(option: number, id: number, name: string): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const data = Buffer.allocUnsafe(4 + n.length);
+  data.writeUInt32BE(id, 0);
+  n.copy(data, 4);
+  return optionReply(option, REP.META_CONTEXT, data);
 }
 
 /** Data of REP_SERVER / NBD_INFO_NAME style answers: u32 length + name. */
@@ -115,9 +125,10 @@ export function errorChunk(cookie: bigint, error: number, msg: string): Buffer {
   return out;
 }
 
-export function blockStatusChunk(cookie: bigint, contextId: number, extents: readonly BlockExtent[]): Buffer {
+/** One context's BLOCK_STATUS chunk; `done` on the last chunk of the reply only. */
+export function blockStatusChunk(cookie: bigint, contextId: number, extents: readonly BlockExtent[], done = true): Buffer {
   const out = Buffer.allocUnsafe(20 + 4 + 8 * extents.length);
-  chunkHeader(out, 0, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, cookie, 4 + 8 * extents.length);
+  chunkHeader(out, 0, done ? REPLY_FLAG_DONE : 0, REPLY_TYPE.BLOCK_STATUS, cookie, 4 + 8 * extents.length);
   out.writeUInt32BE(contextId, 20);
   let at = 24;
   for (const e of extents) {

@@ -11,8 +11,9 @@
 import type { Socket } from 'node:net';
 import { BlockError, type BlockDevice, type BlockExtent } from '../block.js';
 import { EndOfStream, type ByteReader } from './byte-reader.js';
-import { CMD, CMD_FLAG, ERRNO, MAX_PAYLOAD_ACCEPTED, STATE_HOLE, STATE_ZERO, BASE_ALLOCATION_ID } from './constants.js';
+import { CMD, CMD_FLAG, ERRNO, MAX_PAYLOAD_ACCEPTED, STATE_HOLE, STATE_ZERO } from './constants.js';
 import type { Negotiated } from './handshake.js';
+import type { SelectedContext } from './meta-contexts.js';
 import { blockStatusChunk, errorChunk, noneChunk, readChunkPieces, simpleReadPieces, simpleReply } from './replies.js';
 import { REQUEST_HEADER_LENGTH, checkRequest, commandName, parseRequest, type ExportState, type Request } from './requests.js';
 import { ConnectionLedger, type SharedBudget, type Waiting } from './budget.js';
@@ -36,6 +37,7 @@ export class Transmission {
   private readonly device: BlockDevice;
   private readonly ledger: ConnectionLedger;
   private readonly out: ReplyWriter;
+  private readonly contexts: readonly SelectedContext[];
 
   constructor(
     private readonly socket: Socket,
@@ -50,8 +52,9 @@ export class Transmission {
       size: neg.device.size,
       flags: neg.flags,
       structuredReplies: neg.structuredReplies,
-      metaContext: neg.metaContext,
+      metaContext: neg.contexts.length > 0,
     };
+    this.contexts = neg.contexts;
     this.ledger = new ConnectionLedger(shared, limits.requestBytesPerConnection);
     // Every reply byte taken may let this connection read again.
     this.out = new ReplyWriter(socket, this.ledger, () => this.notify());
@@ -151,7 +154,7 @@ export class Transmission {
   /** Bytes a request may make the server hold: its data, or the largest block-status reply. */
   private costOf(req: Request): number {
     if (req.type === CMD.READ || req.type === CMD.WRITE) return req.length;
-    if (req.type === CMD.BLOCK_STATUS) return 24 + 8 * ((req.flags & CMD_FLAG.REQ_ONE) !== 0 ? 1 : MAX_EXTENTS);
+    if (req.type === CMD.BLOCK_STATUS) return this.contexts.length * (24 + 8 * ((req.flags & CMD_FLAG.REQ_ONE) !== 0 ? 1 : MAX_EXTENTS));
     return 0;
   }
 
@@ -242,8 +245,12 @@ export class Transmission {
           if (len > 0) await dev.zero(offset, len, fua);
           break;
         case CMD.BLOCK_STATUS: {
-          const extents = normaliseExtents(await dev.blockStatus(offset, len), len, (req.flags & CMD_FLAG.REQ_ONE) !== 0);
-          this.send(blockStatusChunk(req.cookie, BASE_ALLOCATION_ID, extents));
+          // One chunk per selected context, all computed before any is sent, so
+          // that a failure is one error chunk rather than a half-sent reply.
+          const reqOne = (req.flags & CMD_FLAG.REQ_ONE) !== 0;
+          const answers = await Promise.all(this.contexts.map(async (c) => normaliseExtents(await c.context.status(offset, len), len, reqOne, c.context.flagMask)));
+          const last = this.contexts.length - 1;
+          this.send(Buffer.concat(this.contexts.map((c, i) => blockStatusChunk(req.cookie, c.id, answers[i], i === last))));
           return;
         }
       }
@@ -276,10 +283,10 @@ export class Transmission {
 
 /**
  * Turn a device's answer into what the protocol allows: consecutive nonzero
- * extents from the request offset, none beyond the request, base:allocation
- * bits only, neighbours with equal flags merged; exactly one with REQ_ONE.
+ * extents from the request offset, none beyond the request, the context's
+ * bits only (base:allocation's by default), neighbours with equal flags merged; exactly one with REQ_ONE.
  */
-export function normaliseExtents(extents: readonly BlockExtent[], length: number, reqOne: boolean): BlockExtent[] {
+export function normaliseExtents(extents: readonly BlockExtent[], length: number, reqOne: boolean, flagMask = STATE_HOLE | STATE_ZERO): BlockExtent[] {
   const out: BlockExtent[] = [];
   let total = 0;
   for (const e of extents) {
@@ -287,7 +294,7 @@ export function normaliseExtents(extents: readonly BlockExtent[], length: number
     if (e.length === 0) continue;
     const take = Math.min(e.length, length - total);
     if (take <= 0) break;
-    const flags = e.flags & (STATE_HOLE | STATE_ZERO);
+    const flags = e.flags & flagMask;
     const last = out[out.length - 1];
     if (last && last.flags === flags) last.length += take;
     else {

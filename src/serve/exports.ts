@@ -1,12 +1,15 @@
 // The NBD exports of a served volume (design.md §9): "" and "live" are the
 // live volume, read-write; "snapshot/<name>" and "snapshot/<id>" (and
-// "snapshot/latest") are snapshots, read-only. Each export is a BlockDevice
-// over the coordinator; bounds were checked by the NBD layer.
-import type { BlockDevice, BlockExtent, ExportProvider } from '../block.js';
+// "snapshot/latest") are snapshots, read-only; "snapshot/<T>@<S>" is T with
+// exactly one dirty bitmap, against S (not listed: there are n² of them).
+// Each export is a BlockDevice over the coordinator; bounds were checked by
+// the NBD layer. Dirty-bitmap contexts: bitmaps.ts.
+import type { BlockDevice, BlockExtent, ExportProvider, MetaContext } from '../block.js';
 import { BlockError } from '../block.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import { StaleError, UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
+import { DirtyBitmaps } from './bitmaps.js';
 
 /** Errors from the volume stack, as the errno a client sees. */
 async function asBlockError<T>(p: Promise<T>): Promise<T> {
@@ -23,7 +26,16 @@ async function asBlockError<T>(p: Promise<T>): Promise<T> {
 
 class LiveDevice implements BlockDevice {
   readonly readOnly = false;
-  constructor(private readonly cluster: Cluster) {}
+  private readonly bitmaps: DirtyBitmaps;
+  constructor(private readonly cluster: Cluster) {
+    this.bitmaps = new DirtyBitmaps(cluster, 0, undefined, asBlockError);
+  }
+  metaContexts(): string[] {
+    return this.bitmaps.names();
+  }
+  metaContext(name: string): MetaContext | undefined {
+    return this.bitmaps.context(name);
+  }
   get size(): number {
     return this.cluster.size;
   }
@@ -53,10 +65,21 @@ class LiveDevice implements BlockDevice {
 
 class SnapshotDevice implements BlockDevice {
   readonly readOnly = true;
+  private readonly bitmaps: DirtyBitmaps;
+  /** against: the alias export's one bitmap snapshot (snapshot/<T>@<S>). */
   constructor(
     private readonly cluster: Cluster,
     private readonly id: number,
-  ) {}
+    against?: number,
+  ) {
+    this.bitmaps = new DirtyBitmaps(cluster, id, against, asBlockError);
+  }
+  metaContexts(): string[] {
+    return this.bitmaps.names();
+  }
+  metaContext(name: string): MetaContext | undefined {
+    return this.bitmaps.context(name);
+  }
   get size(): number {
     return this.cluster.size;
   }
@@ -92,8 +115,15 @@ export class VolumeExports implements ExportProvider {
   open(name: string): BlockDevice | undefined {
     if (name === '' || name === 'live') return new LiveDevice(this.cluster);
     if (!name.startsWith('snapshot/')) return undefined;
+    const ref = name.slice('snapshot/'.length);
+    const snaps = this.cluster.store.snapshots;
     try {
-      return new SnapshotDevice(this.cluster, resolveRef(this.cluster.store.snapshots, name.slice('snapshot/'.length)).id);
+      // Snapshot names cannot hold '@', so "<T>@<S>" is always the alias export.
+      const at = ref.indexOf('@');
+      if (at < 0) return new SnapshotDevice(this.cluster, resolveRef(snaps, ref).id);
+      const t = resolveRef(snaps, ref.slice(0, at)).id;
+      const s = resolveRef(snaps, ref.slice(at + 1)).id;
+      return s < t ? new SnapshotDevice(this.cluster, t, s) : undefined;
     } catch {
       return undefined;
     }

@@ -21,6 +21,7 @@ import {
 } from './protocol.js';
 import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
+import { changedRuns } from './changed-range.js';
 import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
@@ -193,6 +194,7 @@ class Worker {
       for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
       return out;
     },
+    changedRange: async (req) => changedRuns(this.engine(req.partition).logs, req),
     export: (req) => this.exportTo(req.view, req.targets, req.sparse, throttledProgress(req.reqId)),
     status: async () => ({
       pid: process.pid,

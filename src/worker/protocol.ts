@@ -7,6 +7,7 @@
 // ...) are small structured values; bulk data (reads and writes of partition
 // bytes) moves as binary frames. What carries them is a Link
 // (src/transport/): today the fork IPC channel plus a dedicated pipe.
+import type { ChangedRangeQuery, ChangedRangeReply } from './changed-range.js';
 import type { SerializedError } from '../errors.js';
 
 export { FrameReader } from '../transport/frames.js';
@@ -107,6 +108,8 @@ export interface ControlRequests {
   delete: { t: 'delete'; snapshotId: number };
   restore: { t: 'restore'; snapshotId: number; partitions: number[] };
   changed: { t: 'changed'; from: number; to: number | null; exact: boolean };
+  /** Changed blocks of one partition range, bounded (NBD qemu:dirty-bitmap contexts). */
+  changedRange: { t: 'changedRange'; partition: number } & ChangedRangeQuery;
   export: { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean };
   status: { t: 'status' };
   verify: VerifyRequest;
@@ -124,6 +127,7 @@ export interface ControlReplies {
   delete: { moved: number };
   restore: { restoredBytes: number };
   changed: ChangedBlocks;
+  changedRange: ChangedRangeReply;
   export: { bytes: number };
   status: WorkerStatus;
   verify: { problems: VerifyProblem[]; bytesRead: number };
