@@ -38,6 +38,9 @@ export class Transmission {
   private readonly ledger: ConnectionLedger;
   private readonly out: ReplyWriter;
   private readonly contexts: readonly SelectedContext[];
+  /** READ data sent, logged when the connection ends: what a backup really read (scripts/vsnap-backup.py). */
+  private readsServed = 0;
+  private bytesServed = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -95,6 +98,7 @@ export class Transmission {
       this.out.flush();
       // A dropped socket's 'close' may not have come yet; what it held is given back now.
       if (this.socket.destroyed) this.ledger.close();
+      this.log(`served ${this.readsServed} READ requests, ${this.bytesServed} bytes`);
     }
     return end;
   }
@@ -219,6 +223,8 @@ export class Transmission {
           }
           const data = await dev.read(offset, len);
           if (data.length !== len) throw new Error(`device read returned ${data.length} bytes, expected ${len}`);
+          this.readsServed++;
+          this.bytesServed += len;
           // The device's buffer is sent as it is, not copied: a device hands over the buffer it returns.
           this.out.send(this.state.structuredReplies ? readChunkPieces(req.cookie, offset, data) : simpleReadPieces(req.cookie, data));
           return;
