@@ -26,6 +26,8 @@ export const MAX_PROBES_PER_PIECE = 1 << 18;
  * possibly covering less than length, never more.
  */
 export async function changedExtents(cluster: Cluster, from: number, to: number | null, offset: number, length: number): Promise<BlockExtent[]> {
+  // A snapshot removed behind vsnap takes its log with it: the changes would be incomplete.
+  cluster.store.checkChain(from);
   const bs = cluster.volume.blockSize;
   const segs = mapVolumeRange(cluster.volume.partitions, offset, length);
   const answers = await Promise.all(

@@ -35,16 +35,15 @@ export function offeredContexts(device: BlockDevice): string[] {
 export function listContexts(device: BlockDevice, queries: readonly string[]): string[] {
   const offered = offeredContexts(device);
   if (queries.length === 0) return offered;
-  const out: string[] = [];
-  const add = (n: string) => {
-    if (!out.includes(n)) out.push(n);
-  };
-  for (const q of queries) {
+  // Sets, not arrays: a 64 KiB option can carry 16,384 queries against thousands of snapshots.
+  const out = new Set<string>();
+  const add = (n: string) => out.add(n);
+  for (const q of new Set(queries)) {
     if (q.endsWith(':')) {
       for (const n of offered) if (n.startsWith(q)) add(n);
     } else if (q === BASE_ALLOCATION || device.metaContext?.(q)) add(q);
   }
-  return out;
+  return [...out];
 }
 
 /**
@@ -55,8 +54,7 @@ export function listContexts(device: BlockDevice, queries: readonly string[]): s
 export function selectContexts(device: BlockDevice, queries: readonly string[]): SelectedContext[] {
   const out: SelectedContext[] = [];
   let next = BASE_ALLOCATION_ID + 1;
-  for (const q of queries) {
-    if (out.some((s) => s.name === q)) continue;
+  for (const q of new Set(queries)) {
     if (q === BASE_ALLOCATION) out.push({ id: BASE_ALLOCATION_ID, name: q, context: baseAllocation(device) });
     else {
       const context = device.metaContext?.(q);

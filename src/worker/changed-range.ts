@@ -12,7 +12,7 @@
 // a prefix of the range, which NBD allows (a short block-status reply), so no
 // request ever scans whole logs of a big volume.
 import { UsageError } from '../errors.js';
-import type { LogEntry } from './partition.js';
+import type { LogEntry, PartitionEngine } from './partition.js';
 
 export interface ChangedRangeQuery {
   /** Snapshot id the changes are counted from. */
@@ -42,7 +42,11 @@ function indexOf(logs: readonly LogEntry[], id: number): number {
   return i;
 }
 
-export function changedRuns(logs: readonly LogEntry[], q: ChangedRangeQuery): ChangedRangeReply {
+export function changedRuns(engine: Pick<PartitionEngine, 'logs' | 'checkFresh'>, q: ChangedRangeQuery): ChangedRangeReply {
+  // A write that bypassed vsnap after S_from is in no log: the answer would
+  // miss it, and a backup built on it would be silently wrong.
+  engine.checkFresh(q.from);
+  const logs = engine.logs;
   const i = indexOf(logs, q.from);
   const k = q.to === null ? logs.length : indexOf(logs, q.to);
   const sel = logs.slice(i, Math.max(i, k));

@@ -194,7 +194,7 @@ class Worker {
       for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
       return out;
     },
-    changedRange: async (req) => changedRuns(this.engine(req.partition).logs, req),
+    changedRange: async (req) => changedRuns(this.engine(req.partition), req),
     export: (req) => this.exportTo(req.view, req.targets, req.sparse, throttledProgress(req.reqId)),
     status: async () => ({
       pid: process.pid,

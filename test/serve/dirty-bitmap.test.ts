@@ -3,6 +3,8 @@
 // the blocks each round of seeded random writes touched.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { vsnap, tmpdir, requireTool } from '../helpers/cli.js';
 import { makeFixture } from '../helpers/volume-fixture.js';
 import { run, runOk, SYSTEM_PYTHON_ENV } from '../nbd/harness.js';
@@ -150,4 +152,30 @@ test('dirty bitmaps: listed per export, answered per the model by nbdinfo, qemu-
     await srv.stop();
     t.cleanup();
   }
+});
+
+test('a bitmap since a snapshot that a write bypassing vsnap spoiled is refused, not answered short of that write', async (tt) => {
+  const m = requireTool('nbdinfo', 'libnbd-bin');
+  if (m) return tt.skip(m);
+  const t = tmpdir();
+  const fx = makeFixture(t.dir, { blockSize: 65536, scale: 1 });
+  assert.equal((await vsnap(['create', fx.manifest, '--name', 's1'])).code, 0);
+  assert.equal((await vsnap(['create', fx.manifest, '--name', 's2'])).code, 0);
+  // A writer outside vsnap changes c.img (p2 and p3) while nothing serves the volume: no log holds it.
+  const c = path.join(t.dir, 'c.img');
+  const fd = fs.openSync(c, 'r+');
+  fs.writeSync(fd, Buffer.alloc(512, 0x99), 0, 512, 0);
+  fs.closeSync(fd);
+  const srv = await startServe(fx.manifest);
+  try {
+    const r = await run('nbdinfo', ['--map=qemu:dirty-bitmap:s1', srv.uri]);
+    assert.notEqual(r.code, 0, `a stale bitmap was answered:\n${r.stdout}`);
+    await srv.stop();
+  } catch (err) {
+    srv.proc.kill('SIGKILL');
+    throw err;
+  } finally {
+    t.cleanup();
+  }
+  assert.match(srv.log(), /stale/);
 });
