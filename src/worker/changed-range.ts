@@ -13,25 +13,7 @@
 // request ever scans whole logs of a big volume.
 import { UsageError } from '../errors.js';
 import type { LogEntry, PartitionEngine } from './partition.js';
-
-export interface ChangedRangeQuery {
-  /** Snapshot id the changes are counted from. */
-  from: number;
-  /** Snapshot id they are counted up to, or null for the live volume. */
-  to: number | null;
-  /** Partition-relative block number where the range starts. */
-  firstBlock: number;
-  blockCount: number;
-  /** Upper bound on hash lookups or log entries visited. */
-  maxProbes: number;
-}
-
-export interface ChangedRangeReply {
-  /** Blocks from firstBlock the answer covers (≥ 1 unless blockCount is 0). */
-  scanned: number;
-  /** Changed runs inside the scanned prefix as flat [start, end) pairs of block numbers. */
-  runs: number[];
-}
+import type { ChangedRangeQuery, ChangedRangeReply } from './protocol.js';
 
 /** How many log entries walked cost about one hash probe (cache misses dominate probes). */
 const WALK_FACTOR = 4;

@@ -7,7 +7,6 @@
 // ...) are small structured values; bulk data (reads and writes of partition
 // bytes) moves as binary frames. What carries them is a Link
 // (src/transport/): today the fork IPC channel plus a dedicated pipe.
-import type { ChangedRangeQuery, ChangedRangeReply } from './changed-range.js';
 import type { SerializedError } from '../errors.js';
 
 export { FrameReader } from '../transport/frames.js';
@@ -87,6 +86,26 @@ export interface WorkerStatus {
   /** Peak resident set size of the worker so far, bytes. */
   maxRss: number;
   partitions: { id: string; clean: boolean; loggedBlocks: number }[];
+}
+
+/** A bounded changed-blocks query over one partition range (worker/changed-range.ts). */
+export interface ChangedRangeQuery {
+  /** Snapshot id the changes are counted from. */
+  from: number;
+  /** Snapshot id they are counted up to, or null for the live volume. */
+  to: number | null;
+  /** Partition-relative block number where the range starts. */
+  firstBlock: number;
+  blockCount: number;
+  /** Upper bound on hash lookups (log entries walked count a quarter). */
+  maxProbes: number;
+}
+
+export interface ChangedRangeReply {
+  /** Blocks from firstBlock the answer covers (at least 1 unless blockCount is 0). */
+  scanned: number;
+  /** Changed runs inside the scanned prefix as flat [start, end) pairs of block numbers. */
+  runs: number[];
 }
 
 /** Partition-relative block lists per partition, for diff. */
