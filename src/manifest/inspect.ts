@@ -183,7 +183,7 @@ export function formatProblems(manifestPath: string, problems: readonly Problem[
   const line = (p: Problem) => `  ${p.path}: ${p.message}`;
   const parts: string[] = [];
   if (manifestLines.length) parts.push(`invalid manifest ${manifestPath}:`, ...manifestLines.map(line));
-  if (storeLines.length) parts.push(`the store of ${manifestPath} does not pass the checks commands make when they open it:`, ...storeLines.map(line));
+  if (storeLines.length) parts.push(`the store of ${manifestPath}:`, ...storeLines.map(line));
   return parts.join('\n');
 }
 
