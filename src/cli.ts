@@ -74,14 +74,17 @@ export function buildProgram(): Command {
 
   program
     .command('validate')
-    .description('check a volume manifest and print its layout')
+    .description('check a volume manifest and its store (every problem at once) and print the layout')
     .argument('<manifest>', 'volume manifest (JSON)')
-    .option('--json', 'print the layout as JSON')
+    .option('--json', 'print {ok, problems, ...layout} as JSON (also when there are problems)')
     .addHelpText('after', '\nExample:\n  vsnap validate vol.json --json\n')
     .action(async (manifest: string, o) => {
-      const r = await (await import('./commands/validate.js')).validate(manifest);
-      if (o.json) printJson(r);
-      else renderLayout(r);
+      const { report, layout, error } = await (await import('./commands/validate.js')).validate(manifest);
+      // Problems go to stderr and set the exit code; with --json, stdout
+      // carries them as well, so a script needs no second parser.
+      if (o.json) printJson(report);
+      else if (layout && !error) renderLayout(layout);
+      if (error) throw error;
     });
 
   registerSnapshotCommands(program);

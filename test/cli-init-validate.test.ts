@@ -152,7 +152,8 @@ test('validate prints the table on stdout and the summary on stderr; --json is t
     const j = await vsnap(['validate', manifest, '--json']);
     assert.equal(j.code, 0);
     const layout = JSON.parse(j.stdout) as Layout;
-    assert.deepEqual(Object.keys(layout).sort(), ['blockSize', 'fingerprint', 'name', 'partitions', 'size', 'store']);
+    // The layout's keys as before, plus ok and problems (issue 10 item 10).
+    assert.deepEqual(Object.keys(layout).sort(), ['blockSize', 'fingerprint', 'name', 'ok', 'partitions', 'problems', 'size', 'store']);
     assert.match(layout.fingerprint, /^[0-9a-f]{64}$/);
     assert.deepEqual(Object.keys(layout.partitions[0]).sort(), ['extents', 'id', 'length', 'volumeOffset', 'worker']);
     // --json keeps stdout machine-readable: nothing else on it.

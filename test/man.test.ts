@@ -86,6 +86,8 @@ test('the MANIFEST section states every rule of design.md §3', () => {
     'device and inode',
     'inside the store',
     'Unknown keys are errors',
+    'image format header',
+    'qemu-img convert -O raw',
     'fingerprint',
   ]) {
     assert.ok(manifest.includes(phrase), `MANIFEST lacks "${phrase}"`);

@@ -66,12 +66,16 @@ for (const name of bad.names) {
       const before = snapshotTree(dir);
       const beforeEntries = entries(dir);
       const r = await vsnap(['validate', 'vol.json'], { cwd: dir });
-      const want = String(bad.expected[name]).replaceAll('$DIR', dir);
+      // A string: the one rule the fixture breaks. An array: a fixture that
+      // cannot help breaking several (a volume past 2^53-1 bytes cannot have
+      // backing files that hold it), each listed, and no other complaint.
+      const expected = bad.expected[name];
+      const wants = (Array.isArray(expected) ? expected : [expected]).map((w) => String(w).replaceAll('$DIR', dir));
       assert.equal(r.code, 2, r.stderr);
-      assert.ok(r.stderr.includes(want), `stderr lacks\n  ${want}\ngot:\n${r.stderr}`);
+      for (const want of wants) assert.ok(r.stderr.includes(want), `stderr lacks\n  ${want}\ngot:\n${r.stderr}`);
       // One rule per fixture: a second complaint means the fixture is broken twice.
       const issueLines = r.stderr.split('\n').filter((l) => l.startsWith('  '));
-      assert.ok(issueLines.length <= 1, `more than one problem reported:\n${r.stderr}`);
+      assert.ok(issueLines.length <= Math.max(1, wants.length), `more problems reported than expected:\n${r.stderr}`);
       assert.doesNotMatch(r.stderr, /^\s+at .+:\d+:\d+\)?$/m, 'stack trace on stderr');
       assert.doesNotMatch(r.stderr, /internal error/);
       assert.equal(r.stdout, '');

@@ -14,6 +14,33 @@ export interface ExtentLayout {
   path: string;
   offset: number;
   length: number;
+  /** "raw" when the manifest vouches for the file's first bytes being data (image-header.ts). */
+  format?: 'raw';
+}
+
+/** An extent whose own fields are valid, with its JSON path: what the file checks look at. */
+export interface PlannedExtent extends ExtentLayout {
+  where: string;
+}
+
+/**
+ * What planLayout reads: a schema-valid manifest, or what is usable of one
+ * with problems (inspect.ts). A hole (undefined) is a part the schema stage
+ * already refused; the checks that need it are skipped rather than repeated.
+ */
+export interface LayoutInput {
+  name?: string;
+  /** null: present but refused by the schema stage. */
+  blockSize?: number | null;
+  store?: string;
+  partitions: (
+    | undefined
+    | {
+        id?: string;
+        worker?: number;
+        extents: ({ file: string; offset?: number; length: number; format?: 'raw' } | undefined)[] | undefined;
+      }
+  )[];
 }
 
 export interface PartitionLayout {
@@ -96,29 +123,45 @@ function isPowerOfTwo(n: number): boolean {
 
 /**
  * Build the layout. Returns issues instead of throwing so the caller can
- * report every problem at once.
+ * report every problem at once; `extents` lists every extent whose own
+ * fields passed, for the file checks, even when other parts have problems.
+ * The volume exists only when the input is whole and has no problem.
  */
-export function planLayout(raw: RawManifest, manifestPath: string): { volume?: Volume; issues: LayoutIssue[] } {
+export function planLayout(raw: LayoutInput, manifestPath: string): { volume?: Volume; issues: LayoutIssue[]; extents: PlannedExtent[] } {
   const issues: LayoutIssue[] = [];
+  const planned: PlannedExtent[] = [];
   const dir = path.dirname(path.resolve(manifestPath));
+  let whole = raw.name !== undefined && raw.blockSize !== null;
   const blockSize = raw.blockSize ?? DEFAULT_BLOCK_SIZE;
-  const blockSizeOk = isPowerOfTwo(blockSize) && blockSize >= 4096 && blockSize <= 4 * 1024 * 1024;
-  if (!blockSizeOk) {
+  const blockSizeOk = raw.blockSize !== null && isPowerOfTwo(blockSize) && blockSize >= 4096 && blockSize <= 4 * 1024 * 1024;
+  if (raw.blockSize !== null && !blockSizeOk) {
     issues.push({ path: 'blockSize', message: 'must be a power of two from 4KiB to 4MiB', value: blockSize });
   }
   const seen = new Map<string, number>();
   const partitions: PartitionLayout[] = [];
   let volumeOffset = 0;
   raw.partitions.forEach((p, pi) => {
-    const prev = seen.get(p.id);
+    if (p === undefined) {
+      whole = false;
+      return;
+    }
+    if (p.id === undefined || p.worker === undefined || p.extents === undefined) whole = false;
+    const prev = p.id === undefined ? undefined : seen.get(p.id);
     if (prev !== undefined) {
       issues.push({ path: `partitions[${pi}].id`, message: `duplicates partitions[${prev}].id`, value: p.id });
-    } else seen.set(p.id, pi);
+    } else if (p.id !== undefined) seen.set(p.id, pi);
     let length = 0;
     const before = issues.length;
-    const extents: ExtentLayout[] = p.extents.map((e, ei) => {
+    let extentsWhole = p.extents !== undefined;
+    const extents: ExtentLayout[] = [];
+    (p.extents ?? []).forEach((e, ei) => {
+      if (e === undefined) {
+        extentsWhole = false;
+        return;
+      }
       const offset = e.offset ?? 0;
       const where = `partitions[${pi}].extents[${ei}]`;
+      const own = issues.length;
       if (offset % SECTOR !== 0) issues.push({ path: `${where}.offset`, message: 'must be a multiple of 512', value: offset });
       if (e.length <= 0) issues.push({ path: `${where}.length`, message: 'must be greater than 0', value: e.length });
       else if (e.length % SECTOR !== 0) issues.push({ path: `${where}.length`, message: 'must be a multiple of 512', value: e.length });
@@ -126,12 +169,15 @@ export function planLayout(raw: RawManifest, manifestPath: string): { volume?: V
         issues.push({ path: `${where}.length`, message: 'offset + length must be at most 2^53-1', value: e.length });
       }
       length += e.length;
-      return { file: e.file, path: path.resolve(dir, e.file), offset, length: e.length };
+      const layout: ExtentLayout = { file: e.file, path: path.resolve(dir, e.file), offset, length: e.length, ...(e.format ? { format: e.format } : {}) };
+      extents.push(layout);
+      if (issues.length === own) planned.push({ ...layout, where });
     });
     // A partition total is only meaningful when its own extents and the block
     // size are valid; otherwise this would repeat a problem already reported.
     // Other partitions' problems must not hide this one.
-    const extentsOk = issues.length === before;
+    const extentsOk = issues.length === before && extentsWhole;
+    if (!extentsWhole) whole = false;
     if (blockSizeOk && extentsOk && length % blockSize !== 0) {
       issues.push({
         path: `partitions[${pi}]`,
@@ -139,18 +185,18 @@ export function planLayout(raw: RawManifest, manifestPath: string): { volume?: V
         value: length,
       });
     }
-    partitions.push({ index: pi, id: p.id, worker: p.worker, extents, length, volumeOffset });
+    partitions.push({ index: pi, id: p.id ?? '', worker: p.worker ?? 0, extents, length, volumeOffset });
     volumeOffset += length;
   });
   if (volumeOffset > Number.MAX_SAFE_INTEGER) {
     issues.push({ path: 'partitions', message: 'volume size must be at most 2^53-1 bytes', value: volumeOffset });
   }
-  if (issues.length) return { issues };
-  const storeDir = raw.store ? path.resolve(dir, raw.store) : path.join(dir, '.vsnap', raw.name);
+  if (issues.length || !whole) return { issues, extents: planned };
+  const storeDir = raw.store ? path.resolve(dir, raw.store) : path.join(dir, '.vsnap', raw.name!);
   const volume: Volume = {
     manifestPath: path.resolve(manifestPath),
     dir,
-    name: raw.name,
+    name: raw.name!,
     blockSize,
     storeDir,
     partitions,
@@ -158,5 +204,5 @@ export function planLayout(raw: RawManifest, manifestPath: string): { volume?: V
     fingerprint: '',
   };
   volume.fingerprint = fingerprintOf(mappingOf(volume));
-  return { volume, issues };
+  return { volume, issues, extents: planned };
 }

@@ -21,36 +21,52 @@ const size = z.unknown().transform((v, ctx) => {
 
 // Type errors say what is expected in the manifest's own words instead of
 // zod's "Invalid input: expected number, received string".
-const extent = z.strictObject(
-  {
-    file: z.string({ error: 'must be a string (a path)' }).min(1, 'must be a non-empty path'),
-    offset: size.optional(),
-    length: size,
-  },
-  { error: 'must be an object {file, offset, length}' },
-);
+const extentShape = {
+  file: z.string({ error: 'must be a string (a path)' }).min(1, 'must be a non-empty path'),
+  offset: size.optional(),
+  length: size,
+  // Only "raw" exists: it says the file's first bytes are data even though
+  // they look like an image header (image-header.ts).
+  format: z.literal('raw', { error: 'must be "raw", the only format vsnap reads (convert other images with `qemu-img convert -O raw`)' }).optional(),
+};
+const EXTENT = 'must be an object {file, offset, length, format}';
+const extent = z.strictObject(extentShape, { error: EXTENT });
+/** One extent on its own, unknown keys ignored: what is usable of a manifest with problems elsewhere. */
+export const looseExtentSchema = z.object(extentShape, { error: EXTENT });
 
 const WORKER = 'must be an integer from 0 to 63';
+export const idSchema = z.string({ error: 'must be a string' }).regex(ID_RE, 'must be 1-64 characters of [A-Za-z0-9._-]');
+export const workerSchema = z.number({ error: WORKER }).int(WORKER).min(0, WORKER).max(63, WORKER);
 const partition = z.strictObject(
   {
-    id: z.string({ error: 'must be a string' }).regex(ID_RE, 'must be 1-64 characters of [A-Za-z0-9._-]'),
-    worker: z.number({ error: WORKER }).int(WORKER).min(0, WORKER).max(63, WORKER),
+    id: idSchema,
+    worker: workerSchema,
     extents: z.array(extent, { error: 'must be an array of extents' }).min(1, 'must list at least one extent'),
   },
   { error: 'must be an object {id, worker, extents}' },
 );
 
+export const nameSchema = z.string({ error: 'must be a string' }).regex(NAME_RE, 'must be 1-64 characters of [A-Za-z0-9._-], not starting with "."');
+export const blockSizeSchema = size.optional();
+export const storeSchema = z.string({ error: 'must be a string (a directory)' }).min(1, 'must be a non-empty path').optional();
 export const manifestSchema = z.strictObject(
   {
-    name: z.string({ error: 'must be a string' }).regex(NAME_RE, 'must be 1-64 characters of [A-Za-z0-9._-], not starting with "."'),
-    blockSize: size.optional(),
-    store: z.string({ error: 'must be a string (a directory)' }).min(1, 'must be a non-empty path').optional(),
+    name: nameSchema,
+    blockSize: blockSizeSchema,
+    store: storeSchema,
     partitions: z.array(partition, { error: 'must be an array of partitions' }).min(1, 'must list at least one partition'),
   },
   { error: 'must be a JSON object {name, blockSize, store, partitions}' },
 );
 
 export type RawManifest = z.infer<typeof manifestSchema>;
+
+/** The keys each object of the manifest may have, for "did you mean" (suggest.ts). */
+export const KNOWN_KEYS = {
+  manifest: ['name', 'blockSize', 'store', 'partitions'],
+  partition: ['id', 'worker', 'extents'],
+  extent: Object.keys(extentShape),
+} as const;
 
 /** "partitions[1].extents[0].length" from a zod issue path. */
 export function formatPath(path: ReadonlyArray<PropertyKey>): string {
