@@ -182,11 +182,16 @@ class Worker {
       return { moved };
     },
     restore: async (req) => {
-      let bytes = 0;
+      const out: ControlReplies['restore'] = { restoredBytes: 0, partitions: [] };
       const progress = throttledProgress(req.reqId);
-      for (const e of this.engines.values()) if (req.partitions.includes(e.spec.index)) bytes += await e.restore(req.snapshotId, progress.add);
+      for (const e of this.engines.values()) {
+        if (!req.partitions.includes(e.spec.index)) continue;
+        const r = await e.restore(req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
+        out.restoredBytes += r.bytes;
+        out.partitions.push(r);
+      }
       progress.flush();
-      return { restoredBytes: bytes };
+      return out;
     },
     changed: async (req) => {
       const out: ControlReplies['changed'] = { partitions: [] };

@@ -8,6 +8,9 @@
 // bytes) moves as binary frames. What carries them is a Link
 // (src/transport/): today the fork IPC channel plus a dedicated pipe.
 import type { SerializedError } from '../errors.js';
+import type { RestoredPartition } from './restore.js';
+
+export type { RestoredPartition };
 
 export { FrameReader } from '../transport/frames.js';
 
@@ -105,7 +108,8 @@ export interface ControlRequests {
   /** Go on writing (step 4), after switching to the new logs when the create committed. */
   thaw: { t: 'thaw'; outcome: ThawOutcome };
   delete: { t: 'delete'; snapshotId: number };
-  restore: { t: 'restore'; snapshotId: number; partitions: number[] };
+  /** dryRun: say per partition what would be written, change nothing (worker/restore.ts). */
+  restore: { t: 'restore'; snapshotId: number; partitions: number[]; dryRun?: boolean };
   changed: { t: 'changed'; from: number; to: number | null; exact: boolean };
   export: { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean };
   status: { t: 'status' };
@@ -122,7 +126,7 @@ export interface ControlReplies {
   thaw: null;
   /** Blocks moved into the predecessor's logs. */
   delete: { moved: number };
-  restore: { restoredBytes: number };
+  restore: { restoredBytes: number; partitions: RestoredPartition[] };
   changed: ChangedBlocks;
   export: { bytes: number };
   status: WorkerStatus;
