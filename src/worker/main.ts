@@ -24,7 +24,7 @@ import { PartitionEngine } from './partition.js';
 import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
-import { readState, writeState, type PartitionState } from '../store/partition-state.js';
+import { readState, writeState, recordCut, type PartitionState } from '../store/partition-state.js';
 import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
 import { parentLink } from '../transport/process.js';
@@ -77,6 +77,10 @@ class Worker {
       handles: this.handles,
       force: o.force,
       mutating: () => this.markUnclean(),
+      recordCut: async (partition: string, snapshotId: number, length: number) => {
+        await this.markUnclean();
+        await recordCut(o.storeDir, partition, this.states.get(partition)!, snapshotId, length);
+      },
     };
     const unsynced: string[] = [];
     const unsyncedLogs: string[] = [];

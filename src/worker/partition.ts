@@ -38,6 +38,8 @@ export interface EngineContext {
   force: boolean;
   /** Called before the first change; marks the partition state unclean. */
   mutating(): Promise<void>;
+  /** Before a restore cuts partition's log of snapshotId to `length`: record that length in the partition state. */
+  recordCut?(partition: string, snapshotId: number, length: number): Promise<void>;
 }
 
 /** A snapshot's view: the list of logs a read walks (fixed when the read starts) and the snapshot's index in it. */

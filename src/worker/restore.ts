@@ -15,7 +15,7 @@
 // Progress counts bytes once they are durable: the written bytes are synced
 // every SYNC_EVERY bytes and at the end, then reported.
 import { maybeFault } from '../faults.js';
-import type { ChangeLog } from '../formats/changelog.js';
+import { CLOG_HEADER_SIZE, type ChangeLog } from '../formats/changelog.js';
 import type { ExtentIO, HandleCache } from './extent-io.js';
 import type { WriteGate } from '../gate.js';
 
@@ -47,7 +47,7 @@ export interface RestorableEngine {
   readonly blockSize: number;
   readonly io: ExtentIO;
   readonly reading: Set<Promise<unknown>>;
-  readonly ctx: { gate: WriteGate; handles: HandleCache; mutating(): Promise<void> };
+  readonly ctx: { gate: WriteGate; handles: HandleCache; mutating(): Promise<void>; recordCut?(partition: string, snapshotId: number, length: number): Promise<void> };
   viewOf(view: number): ViewLogs;
   checkFresh(view: number): void;
   track<T>(p: Promise<T>): Promise<T>;
@@ -100,6 +100,8 @@ export async function restorePartition(engine: RestorableEngine, id: number, o: 
     await durable.finish();
     maybeFault('restore-before-cut'); // test-only: every restored block durable in place, L_n still full
     try {
+      await engine.ctx.recordCut?.(engine.spec.id, id, CLOG_HEADER_SIZE);
+      maybeFault('restore-cut-recorded'); // test-only: the state records the header length, L_n still full
       await log.cut(() => Promise.allSettled([...engine.reading]));
       result.cut = true;
     } catch (e) {

@@ -33,6 +33,7 @@ import {
 } from './codec.js';
 import { scanRecords, verifyLog } from './recovery.js';
 import { mergeLogs } from './merge.js';
+import { maybeFault } from '../../faults.js';
 
 export class ChangeLog {
   readonly path: string;
@@ -284,6 +285,7 @@ export class ChangeLog {
       try {
         await this.file.use(async (fh) => {
           await fh.truncate(CLOG_HEADER_SIZE);
+          maybeFault('restore-mid-cut'); // test-only: truncated, not yet fdatasynced
           await fh.datasync();
         });
         this.failure = undefined;
