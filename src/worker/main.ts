@@ -185,18 +185,19 @@ class Worker {
       for (const e of this.engines.values()) if (e.logs.some((l) => l.id === req.snapshotId)) moved += await e.deleteSnapshot(req.snapshotId);
       return { moved };
     },
-    restore: async (req) => {
-      const out: ControlReplies['restore'] = { restoredBytes: 0, partitions: [] };
-      const progress = throttledProgress(req.reqId);
-      for (const e of this.engines.values()) {
-        if (!req.partitions.includes(e.spec.index)) continue;
-        const r = await e.restore(req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
-        out.restoredBytes += r.bytes;
-        out.partitions.push(r);
-      }
-      progress.flush();
-      return out;
-    },
+    restore: (req) =>
+      this.finishing(async () => {
+        const out: ControlReplies['restore'] = { restoredBytes: 0, partitions: [] };
+        const progress = throttledProgress(req.reqId);
+        for (const e of this.engines.values()) {
+          if (!req.partitions.includes(e.spec.index)) continue;
+          const r = await e.restore(req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
+          out.restoredBytes += r.bytes;
+          out.partitions.push(r);
+        }
+        progress.flush();
+        return out;
+      }),
     changed: async (req) => {
       const out: ControlReplies['changed'] = { partitions: [] };
       for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
@@ -256,8 +257,23 @@ class Worker {
     return { bytes };
   }
 
+  /**
+   * Work that a CLOSE must let end first: a restore's cut changes a log's
+   * length, and the lengths close records must be the ones on disk (a close
+   * comes mid-restore when another worker of the command died).
+   */
+  private readonly unfinished = new Set<Promise<unknown>>();
+  private finishing<T>(fn: () => Promise<T>): Promise<T> {
+    const p = fn();
+    this.unfinished.add(p);
+    const done = () => this.unfinished.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
   async close(): Promise<void> {
     if (!this.open) return; // a verify-only worker opened nothing
+    await Promise.allSettled([...this.unfinished]);
     await this.gate.freeze();
     await this.handles.sync();
     for (const e of this.engines.values()) {
