@@ -344,7 +344,7 @@ export class Cluster {
     const results = await this.all((h) => h.control({ t: 'restore', snapshotId: id, partitions: partitionIndexes, dryRun: o.dryRun }, o.onProgress));
     const order = new Map(this.volume.partitions.map((p) => [p.id, p.index]));
     const parts = results.flatMap((r) => r.partitions).sort((a, b) => order.get(a.partition)! - order.get(b.partition)!);
-    for (const p of parts) if (p.cutError) this.opts.log?.(`partition ${p.partition} is restored, but ${p.cutError}; the next open of the volume completes the cut`);
+    for (const p of parts) if (p.cutError) this.opts.log?.(`partition ${p.partition} is restored, but ${p.cutError}`);
     return parts;
   }
 

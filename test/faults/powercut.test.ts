@@ -18,7 +18,7 @@ import { tmpdir } from '../helpers/cli.js';
 import { liveFromFiles, type Fixture } from '../helpers/volume-fixture.js';
 import { firstDiff } from '../crash/harness.js';
 import { prepareGolden, cloneGolden, type Golden, type Model } from './points.js';
-import { OPS, opSpec, runOp, checkSectors, checkReads, checkDisk, Broken, isRestore, type OpName } from './ops.js';
+import { OPS, opSpec, runOp, checkSectors, checkReads, checkDisk, Broken, type OpName } from './ops.js';
 import { DiskModel, readJournal, boundaries, type Variant } from './powercut.js';
 
 const JOURNAL = path.join(path.dirname(fileURLToPath(import.meta.url)), 'io-journal.js');
@@ -43,7 +43,7 @@ async function checkImage(op: OpName, fx: Fixture, before: Model, spec: ReturnTy
   const model: Model = { live: Buffer.from(before.live), snaps: new Map(before.snaps) };
   const ids = [...before.snaps.keys()].sort((a, b) => a - b);
   const now = liveFromFiles(fx);
-  if (op === 'write' || isRestore(op)) {
+  if (op === 'write' || op === 'restore') {
     const after = Buffer.from(before.live);
     if (op === 'write') spec.input!.copy(after, Number(spec.args[3]));
     else before.snaps.get(Number(spec.args[2]))!.copy(after);
@@ -51,7 +51,7 @@ async function checkImage(op: OpName, fx: Fixture, before: Model, spec: ReturnTy
     else checkSectors(now, before.live, after, `P4 each sector of the interrupted ${op} is old or new`);
     model.live = now;
   } else need(now.equals(before.live), 'P7 create/delete/prune never change the live volume', firstDiff(now, before.live));
-  if (isRestore(op) && !done) {
+  if (op === 'restore' && !done) {
     const r = await runOp(spec, {});
     need(r.code === 0, 'P6 a restore cut by power loss can be re-run', r.stderr);
     model.live = Buffer.from(before.snaps.get(Number(spec.args[2]))!);
