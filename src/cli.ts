@@ -231,15 +231,30 @@ function registerWorkflowCommands(program: Command): void {
     .argument('<snap>', 'snapshot name, id or "latest"')
     .option('--partition <id>', 'restore only this partition (repeatable)', collectValues, [])
     .option('--force', 'restore a snapshot even if reported stale')
-    .option('--json', 'print JSON: {snapshot, restoredBytes}')
-    .addHelpText('after', '\nExample:\n  vsnap restore vol.json pristine\n  vsnap restore vol.json latest --partition data --json\n')
+    .option('--dry-run', 'say what would be written (bytes, blocks, per partition); change nothing')
+    .option('--json', 'print JSON: {snapshot, name, restoredBytes, blocks, dryRun, partitions, perPartition}')
+    .addHelpText('after', '\nExample:\n  vsnap restore vol.json pristine\n  vsnap restore vol.json pristine --dry-run\n  vsnap restore vol.json latest --partition data --json\n')
     .action(async (manifest: string, snap: string, o) => {
-      const bar = progress('restoring');
+      const dryRun = o.dryRun === true;
+      // Bytes count once durable (worker/restore.ts), against the total the restore will write.
+      const bar = dryRun ? undefined : progress('restoring');
       let done = 0;
-      const r = await (await import('./commands/restore.js')).restore(manifest, snap, { partitions: o.partition, force: o.force === true, onProgress: (n) => bar.update((done += n), Math.max(done, 1)) });
-      bar.done();
-      info(`restored snapshot ${r.snapshot.id} "${r.snapshot.name}": ${formatSize(r.restoredBytes)} written`);
-      if (o.json) printJson({ snapshot: r.snapshot.id, name: r.snapshot.name, restoredBytes: r.restoredBytes, partitions: r.partitions });
+      let total = 0;
+      const r = await (await import('./commands/restore.js')).restore(manifest, snap, {
+        partitions: o.partition,
+        force: o.force === true,
+        dryRun,
+        onStart: (bytes) => bar?.update(0, (total = bytes)),
+        onProgress: (n) => bar?.update((done += n), total),
+      });
+      bar?.done();
+      if (dryRun) {
+        info(`restore of snapshot ${r.snapshot.id} "${r.snapshot.name}" would write ${formatSize(r.restoredBytes)} (${r.blocks} blocks); nothing was changed`);
+        for (const p of r.perPartition) info(`  ${p.id}: ${formatSize(p.bytes)} (${p.blocks} blocks)`);
+      } else {
+        info(`restored snapshot ${r.snapshot.id} "${r.snapshot.name}": ${formatSize(r.restoredBytes)} written`);
+      }
+      if (o.json) printJson({ snapshot: r.snapshot.id, name: r.snapshot.name, restoredBytes: r.restoredBytes, blocks: r.blocks, dryRun, partitions: r.partitions, perPartition: r.perPartition });
     });
 
   program

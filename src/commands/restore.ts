@@ -1,20 +1,42 @@
 // vsnap restore: make the live volume read as a snapshot again, writing only
 // the blocks changed since it, through the copy-on-write path so that newer
-// snapshots still read exactly as before (design.md §5).
+// snapshots still read exactly as before (design.md §5). Restoring the newest
+// snapshot also empties its change logs once the blocks are durable in place,
+// so a restore loop pays only for what changed since the last restore.
 import { UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
 import { withCluster } from '../session.js';
 
+export interface RestoredPartitionInfo {
+  id: string;
+  blocks: number;
+  bytes: number;
+  /** The partition's change log of the (newest) snapshot was emptied after the restore. */
+  logCut: boolean;
+}
+
 export interface RestoreResult {
   snapshot: { id: number; name: string };
+  /** Bytes written (with dryRun: that would be written). */
   restoredBytes: number;
+  blocks: number;
+  dryRun: boolean;
   partitions: string[];
+  perPartition: RestoredPartitionInfo[];
 }
 
 export async function restore(
   manifest: string,
   ref: string,
-  o: { partitions?: string[]; force?: boolean; onProgress?: (bytes: number) => void },
+  o: {
+    partitions?: string[];
+    force?: boolean;
+    dryRun?: boolean;
+    /** Called with the bytes the restore will write, before it writes (a progress bar's total). */
+    onStart?: (totalBytes: number) => void;
+    /** Bytes written and durable since the last call. */
+    onProgress?: (bytes: number) => void;
+  },
 ): Promise<RestoreResult> {
   return withCluster(manifest, 'restore', { create: false, force: o.force }, async (cluster) => {
     const snap = resolveRef(cluster.store.snapshots, ref);
@@ -26,7 +48,21 @@ export async function restore(
       }
       chosen = parts.filter((p) => o.partitions!.includes(p.id));
     }
-    const restoredBytes = await cluster.restore(snap.id, chosen.map((p) => p.index), o.onProgress);
-    return { snapshot: { id: snap.id, name: snap.name }, restoredBytes, partitions: chosen.map((p) => p.id) };
+    const indexes = chosen.map((p) => p.index);
+    if (o.onStart && !o.dryRun) {
+      // Planning only walks the in-memory log indexes: the bar gets a true total for its cost.
+      const plan = await cluster.restore(snap.id, indexes, { dryRun: true });
+      o.onStart(plan.reduce((a, p) => a + p.bytes, 0));
+    }
+    const done = await cluster.restore(snap.id, indexes, { dryRun: o.dryRun, onProgress: o.onProgress });
+    const perPartition = done.map((p) => ({ id: p.partition, blocks: p.blocks, bytes: p.bytes, logCut: p.cut }));
+    return {
+      snapshot: { id: snap.id, name: snap.name },
+      restoredBytes: perPartition.reduce((a, p) => a + p.bytes, 0),
+      blocks: perPartition.reduce((a, p) => a + p.blocks, 0),
+      dryRun: o.dryRun === true,
+      partitions: chosen.map((p) => p.id),
+      perPartition,
+    };
   });
 }

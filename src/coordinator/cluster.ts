@@ -9,7 +9,7 @@ import { mapVolumeRange, changedRanges, type Range, type FileRange } from '../vo
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError, describeErrnoError, isErrnoError } from '../errors.js';
-import { DataOp, FLAG_FUA, type ExportTarget, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
+import { DataOp, FLAG_FUA, type ExportTarget, type PartitionSnapshotReply, type RestoredPartition, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
 import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
 import type { WorkerHandle } from './worker-handle.js';
@@ -334,12 +334,18 @@ export class Cluster {
     await fs.promises.rm(deleting, { recursive: true, force: true }).catch((err: Error) => this.opts.log?.(`cannot remove ${deleting} (the next open removes it): ${err.message}`));
   }
 
-  async restore(id: number, partitionIndexes: number[], onProgress?: (bytes: number) => void): Promise<number> {
+  /** Restore S_id on the given partitions (dryRun: only say what would be written), per partition in volume order. */
+  async restore(id: number, partitionIndexes: number[], o: { dryRun?: boolean; onProgress?: (bytes: number) => void } = {}): Promise<RestoredPartition[]> {
     this.store.checkChain(id);
-    this.wroteData = true;
-    await this.store.markWriting();
-    const results = await this.all((h) => h.control({ t: 'restore', snapshotId: id, partitions: partitionIndexes }, onProgress));
-    return results.reduce((a, r) => a + r.restoredBytes, 0);
+    if (!o.dryRun) {
+      this.wroteData = true;
+      await this.store.markWriting();
+    }
+    const results = await this.all((h) => h.control({ t: 'restore', snapshotId: id, partitions: partitionIndexes, dryRun: o.dryRun }, o.onProgress));
+    const order = new Map(this.volume.partitions.map((p) => [p.id, p.index]));
+    const parts = results.flatMap((r) => r.partitions).sort((a, b) => order.get(a.partition)! - order.get(b.partition)!);
+    for (const p of parts) if (p.cutError) this.opts.log?.(`partition ${p.partition} is restored, but ${p.cutError}`);
+    return parts;
   }
 
   /** Changed blocks as volume ranges and, when asked, backing-file ranges. */

@@ -43,3 +43,16 @@ export async function writeState(storeDir: string, partitionId: string, s: Parti
   await writeRecord(statePath(storeDir, partitionId), STATE_KIND, { ...s });
 }
 
+
+/**
+ * Lower one log's recorded length before the log is cut to it (restore of
+ * the newest snapshot, docs/formats.md "The cut"), so that the recorded
+ * length is never more than the file holds, at every instant of the cut.
+ * Only while the state is unclean: a crash then reopens with torn-tail
+ * recovery, for which the recorded length is a floor.
+ */
+export async function recordCut(storeDir: string, partitionId: string, s: PartitionState, snapshotId: number, length: number): Promise<void> {
+  if (s.clean) throw new Error(`recordCut(${partitionId}): the partition state must be marked unclean first`);
+  s.logs[String(snapshotId)] = length;
+  await writeState(storeDir, partitionId, s);
+}

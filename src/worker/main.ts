@@ -25,7 +25,7 @@ import { changedRuns } from './changed-range.js';
 import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
-import { readState, writeState, type PartitionState } from '../store/partition-state.js';
+import { readState, writeState, recordCut, type PartitionState } from '../store/partition-state.js';
 import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
 import { parentLink } from '../transport/process.js';
@@ -78,6 +78,10 @@ class Worker {
       handles: this.handles,
       force: o.force,
       mutating: () => this.markUnclean(),
+      recordCut: async (partition: string, snapshotId: number, length: number) => {
+        await this.markUnclean();
+        await recordCut(o.storeDir, partition, this.states.get(partition)!, snapshotId, length);
+      },
     };
     const unsynced: string[] = [];
     const unsyncedLogs: string[] = [];
@@ -182,13 +186,19 @@ class Worker {
       for (const e of this.engines.values()) if (e.logs.some((l) => l.id === req.snapshotId)) moved += await e.deleteSnapshot(req.snapshotId);
       return { moved };
     },
-    restore: async (req) => {
-      let bytes = 0;
-      const progress = throttledProgress(req.reqId);
-      for (const e of this.engines.values()) if (req.partitions.includes(e.spec.index)) bytes += await e.restore(req.snapshotId, progress.add);
-      progress.flush();
-      return { restoredBytes: bytes };
-    },
+    restore: (req) =>
+      this.finishing(async () => {
+        const out: ControlReplies['restore'] = { restoredBytes: 0, partitions: [] };
+        const progress = throttledProgress(req.reqId);
+        for (const e of this.engines.values()) {
+          if (!req.partitions.includes(e.spec.index)) continue;
+          const r = await e.restore(req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
+          out.restoredBytes += r.bytes;
+          out.partitions.push(r);
+        }
+        progress.flush();
+        return out;
+      }),
     changed: async (req) => {
       const out: ControlReplies['changed'] = { partitions: [] };
       for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
@@ -249,8 +259,23 @@ class Worker {
     return { bytes };
   }
 
+  /**
+   * Work that a CLOSE must let end first: a restore's cut changes a log's
+   * length, and the lengths close records must be the ones on disk (a close
+   * comes mid-restore when another worker of the command died).
+   */
+  private readonly unfinished = new Set<Promise<unknown>>();
+  private finishing<T>(fn: () => Promise<T>): Promise<T> {
+    const p = fn();
+    this.unfinished.add(p);
+    const done = () => this.unfinished.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
   async close(): Promise<void> {
     if (!this.open) return; // a verify-only worker opened nothing
+    await Promise.allSettled([...this.unfinished]);
     await this.gate.freeze();
     await this.handles.sync();
     for (const e of this.engines.values()) {

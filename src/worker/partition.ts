@@ -20,6 +20,7 @@ import { ExtentIO, HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
 import { identities } from '../store/backing.js';
 import { maybeFault } from '../faults.js';
+import { restorePartition, type RestoreOptions, type RestoredPartition } from './restore.js';
 import { changeLogFile, changeLogName, partitionSnapshotFile, partitionSnapshotName } from '../store/layout.js';
 
 export interface LogEntry {
@@ -37,10 +38,12 @@ export interface EngineContext {
   force: boolean;
   /** Called before the first change; marks the partition state unclean. */
   mutating(): Promise<void>;
+  /** Before a restore cuts partition's log of snapshotId to `length`: record that length in the partition state. */
+  recordCut?(partition: string, snapshotId: number, length: number): Promise<void>;
 }
 
 /** A snapshot's view: the list of logs a read walks (fixed when the read starts) and the snapshot's index in it. */
-interface ViewLogs {
+export interface ViewLogs {
   logs: readonly LogEntry[];
   from: number;
 }
@@ -55,7 +58,7 @@ export class PartitionEngine {
    * older snapshot must not shift its position onto another snapshot's log). */
   logs: readonly LogEntry[] = [];
   /** Reads in flight, and closes of logs a delete removed, which wait for those reads. */
-  private readonly reading = new Set<Promise<unknown>>();
+  readonly reading = new Set<Promise<unknown>>();
   private readonly retiring = new Set<Promise<unknown>>();
   stale = new Map<number, string>();
   private pendingCopies = new Map<number, Promise<void>>();
@@ -65,7 +68,7 @@ export class PartitionEngine {
 
   constructor(
     readonly spec: PartitionSpec,
-    private readonly ctx: EngineContext,
+    readonly ctx: EngineContext,
   ) {
     this.io = new ExtentIO(spec.extents, ctx.handles);
     this.blockCount = spec.length / ctx.blockSize;
@@ -82,13 +85,13 @@ export class PartitionEngine {
   }
 
   /** The logs of one view, fixed for the duration of one read. */
-  private viewOf(view: number): ViewLogs {
+  viewOf(view: number): ViewLogs {
     const logs = this.logs;
     return { logs, from: this.logIndex(view, logs) };
   }
 
   /** Run a read against a fixed list of logs; logs removed meanwhile stay open until it ends. */
-  private track<T>(p: Promise<T>): Promise<T> {
+  track<T>(p: Promise<T>): Promise<T> {
     this.reading.add(p);
     const done = () => this.reading.delete(p);
     p.then(done, done);
@@ -129,7 +132,7 @@ export class PartitionEngine {
     return out;
   }
 
-  private async readView(v: ViewLogs, off: number, len: number, out: Buffer, outOff: number): Promise<void> {
+  async readView(v: ViewLogs, off: number, len: number, out: Buffer, outOff: number): Promise<void> {
     const bs = this.blockSize;
     const { first, last } = blockSpan(off, len, bs);
     const jobs: Promise<void>[] = [];
@@ -355,37 +358,9 @@ export class PartitionEngine {
     return out;
   }
 
-  /** Restore S_id: write its view of every block changed since into the live volume, through COW. */
-  async restore(id: number, onProgress?: (bytes: number) => void): Promise<number> {
-    const v = this.viewOf(id);
-    this.checkFresh(id);
-    const set = new Set<number>();
-    for (let j = v.from; j < v.logs.length; j++) for (const b of v.logs[j].log.blocks()) set.add(b);
-    const blocks = [...set].sort((a, b) => a - b);
-    const bs = this.blockSize;
-    // Contiguous blocks restore as one read and one write of up to 4 MiB.
-    const maxRun = Math.max(1, Math.floor((4 << 20) / bs));
-    const runs: [number, number][] = [];
-    for (const b of blocks) {
-      const r = runs[runs.length - 1];
-      if (r && r[1] === b && r[1] - r[0] < maxRun) r[1] = b + 1;
-      else runs.push([b, b + 1]);
-    }
-    let next = 0;
-    let done = 0;
-    const lane = async () => {
-      while (next < runs.length) {
-        const [a, z] = runs[next++];
-        const buf = Buffer.allocUnsafe((z - a) * bs);
-        await this.track(this.readView(v, a * bs, buf.length, buf, 0));
-        await this.write(a * bs, buf, false);
-        done += buf.length;
-        onProgress?.(buf.length);
-      }
-    };
-    await Promise.all(Array.from({ length: 4 }, lane));
-    await this.ctx.handles.sync();
-    return done;
+  /** Restore S_id, or with dryRun only say what it would write (restore.ts). */
+  restore(id: number, o: RestoreOptions = {}): Promise<RestoredPartition> {
+    return restorePartition(this, id, o);
   }
 
   async closeLogs(): Promise<void> {

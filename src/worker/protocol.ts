@@ -8,6 +8,9 @@
 // bytes) moves as binary frames. What carries them is a Link
 // (src/transport/): today the fork IPC channel plus a dedicated pipe.
 import type { SerializedError } from '../errors.js';
+import type { RestoredPartition } from './restore.js';
+
+export type { RestoredPartition };
 
 export { FrameReader } from '../transport/frames.js';
 
@@ -125,7 +128,8 @@ export interface ControlRequests {
   /** Go on writing (step 4), after switching to the new logs when the create committed. */
   thaw: { t: 'thaw'; outcome: ThawOutcome };
   delete: { t: 'delete'; snapshotId: number };
-  restore: { t: 'restore'; snapshotId: number; partitions: number[] };
+  /** dryRun: say per partition what would be written, change nothing (worker/restore.ts). */
+  restore: { t: 'restore'; snapshotId: number; partitions: number[]; dryRun?: boolean };
   changed: { t: 'changed'; from: number; to: number | null; exact: boolean };
   /** Changed blocks of one partition range, bounded (NBD qemu:dirty-bitmap contexts). */
   changedRange: { t: 'changedRange'; partition: number } & ChangedRangeQuery;
@@ -144,7 +148,7 @@ export interface ControlReplies {
   thaw: null;
   /** Blocks moved into the predecessor's logs. */
   delete: { moved: number };
-  restore: { restoredBytes: number };
+  restore: { restoredBytes: number; partitions: RestoredPartition[] };
   changed: ChangedBlocks;
   changedRange: ChangedRangeReply;
   export: { bytes: number };

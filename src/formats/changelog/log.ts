@@ -32,6 +32,8 @@ import {
   type VerifyResult,
 } from './codec.js';
 import { scanRecords, verifyLog } from './recovery.js';
+import { mergeLogs } from './merge.js';
+import { maybeFault } from '../../faults.js';
 
 export class ChangeLog {
   readonly path: string;
@@ -41,8 +43,8 @@ export class ChangeLog {
 
   /** The pooled descriptor: acquired around every I/O, never closed while one is in flight. */
   private readonly file: PooledFile;
-  private readonly index: BlockIndex;
-  private readonly recordSize: number;
+  private index: BlockIndex;
+  readonly recordSize: number;
   private readonly blockCount: number;
   private length: number;
   private nextBatch: number;
@@ -222,56 +224,23 @@ export class ChangeLog {
     return this.enqueue(records, false).then(() => undefined);
   }
 
-  /**
-   * Append every record of `src` whose block `dst` lacks, in batches of about
-   * 8 MiB; returns how many were appended. Idempotent: after a crash mid-merge,
-   * running it again (on the recovered dst) appends only what is still missing.
-   * Records read from src are crc-checked, so a damaged src fails the merge
-   * with an IntegrityError instead of spreading bad data.
-   */
-  static async mergeFrom(dst: ChangeLog, src: ChangeLog): Promise<number> {
-    if (dst === src) throw new Error('mergeFrom: source and destination are the same log');
-    const a = dst.header;
-    const b = src.header;
-    if (a.blockSize !== b.blockSize || a.partitionId !== b.partitionId || a.fingerprint !== b.fingerprint) {
-      throw new Error(`mergeFrom: ${src.path} and ${dst.path} belong to different partitions or volumes`);
-    }
-    const rs = src.recordSize;
-    const perBatch = Math.max(1, Math.floor(CHUNK_BYTES / rs));
-    const srcCount = src.count;
-    let moved = 0;
-    let slot = 0;
-    while (slot < srcCount) {
-      // Gather up to perBatch missing records as runs of consecutive slots, one read per run.
-      const runs: { first: number; n: number }[] = [];
-      let gathered = 0;
-      for (; slot < srcCount && gathered < perBatch; slot++) {
-        if (dst.has(src.index.blockAt(slot))) continue;
-        const last = runs[runs.length - 1];
-        if (last && last.first + last.n === slot) last.n++;
-        else runs.push({ first: slot, n: 1 });
-        gathered++;
-      }
-      if (gathered === 0) break;
-      const records: ChangeLogRecord[] = [];
-      for (const run of runs) {
-        const buf = Buffer.allocUnsafe(run.n * rs);
-        const off = src.offsetOf(run.first);
-        const got = await namingFile(src.path, src.file.use((fh) => readFully(fh, buf, 0, buf.length, off)));
-        for (let i = 0; i < run.n; i++) {
-          const at = i * rs;
-          const recOff = off + at;
-          if (got < at + rs) throw new IntegrityError(`${src.path} at offset ${off + got}: record cut short (file truncated after open?)`);
-          const block = src.index.blockAt(run.first + i);
-          const data = buf.subarray(at + RECORD_HEADER_SIZE, at + rs);
-          checkRecord(src.path, buf, at, data, recOff, block);
-          records.push({ block, data });
-        }
-      }
-      // skipPresent: a block dst gained meanwhile keeps dst's copy (the older view wins).
-      moved += await dst.enqueue(records, true);
-    }
-    return moved;
+  /** Append every record of `src` whose block `dst` lacks (merge.ts); returns how many. */
+  static mergeFrom(dst: ChangeLog, src: ChangeLog): Promise<number> {
+    return mergeLogs(dst, src);
+  }
+
+  /** For merge.ts: block of record slot `slot`; `n` whole records from slot `first` into buf (bytes read). */
+  blockAtSlot(slot: number): number {
+    return this.index.blockAt(slot);
+  }
+
+  readSlots(buf: Buffer, first: number): Promise<number> {
+    return namingFile(this.path, this.file.use((fh) => readFully(fh, buf, 0, buf.length, this.offsetOf(first))));
+  }
+
+  /** For merge.ts: append as one batch, skipping blocks already logged (the older view wins). */
+  appendMissing(records: ChangeLogRecord[]): Promise<number> {
+    return this.enqueue(records, true);
   }
 
   /** Full scan: re-check the file header, the length and every record's header and crc. Never throws for damage; I/O errors pass through. */
@@ -296,6 +265,39 @@ export class ChangeLog {
     return this.failure !== undefined;
   }
 
+  /**
+   * Empty the log down to its header (docs/formats.md "The cut"): the caller
+   * made every logged block durable in place with the logged bytes (restore
+   * of the newest snapshot). Runs after queued appends; the index empties
+   * first, so reads started later take the source; `drained` resolves when
+   * the reads started before have ended. If the truncate or its fdatasync
+   * fails, appends wait for a cut that succeeds (tailPending).
+   */
+  cut(drained?: () => Promise<unknown>): Promise<void> {
+    const run = this.queue.then(async () => {
+      if (this.file.closed || this.readOnly) throw new Error(`change log ${this.path} is closed or read-only`);
+      if (this.length === CLOG_HEADER_SIZE && !this.failure) return;
+      this.index = new BlockIndex();
+      this.length = CLOG_HEADER_SIZE;
+      this.nextBatch = 1;
+      // Reads that looked a block up in the old index may still be reading its record.
+      await drained?.();
+      try {
+        await this.file.use(async (fh) => {
+          await fh.truncate(CLOG_HEADER_SIZE);
+          maybeFault('restore-mid-cut'); // test-only: truncated, not yet fdatasynced
+          await fh.datasync();
+        });
+        this.failure = undefined;
+      } catch (e) {
+        this.failure = e as Error;
+        throw new OperationError(`${this.path}: cutting the log to its ${CLOG_HEADER_SIZE}-byte header failed: ${(e as Error).message}`, errnoOf(e));
+      }
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
   /** Wait for queued appends to settle, then close. Idempotent. */
   async close(): Promise<void> {
     await this.queue;
@@ -310,7 +312,7 @@ export class ChangeLog {
 
   // --- internals -------------------------------------------------------------
 
-  private offsetOf(slot: number): number {
+  offsetOf(slot: number): number {
     return CLOG_HEADER_SIZE + slot * this.recordSize;
   }
 
