@@ -98,7 +98,7 @@ function registerSnapshotCommands(program: Command): void {
     .command('create')
     .description('take a snapshot of every partition at one instant')
     .argument('<manifest>', 'volume manifest (JSON)')
-    .option('--name <name>', 'snapshot name (default: UTC time YYYYMMDDTHHMMSSZ)')
+    .option('--name <name>', 'snapshot name (default: UTC time YYYYMMDDTHHMMSSZ); a named snapshot is manual: prune leaves it alone')
     .option('--expires <duration>', 'let prune delete it after this long (30m, 12h, 7d, 2w)')
     .option('--json', 'print the snapshot as JSON')
     .addHelpText('after', '\nExample:\n  vsnap create vol.json --name before-upgrade\n  vsnap create vol.json --expires 1d --json\n')
@@ -147,7 +147,7 @@ function registerSnapshotCommands(program: Command): void {
     .argument('<manifest>', 'volume manifest (JSON)')
     .argument('<snap...>', 'snapshot names, ids or "latest"')
     .option('--json', 'print JSON: {deleted: [{id, name}]}')
-    .addHelpText('after', '\nExample:\n  vsnap delete vol.json before-upgrade 12\n')
+    .addHelpText('after', '\nA held snapshot (vsnap hold) is refused, and then nothing is deleted.\n\nExample:\n  vsnap delete vol.json before-upgrade 12\n')
     .action(async (manifest: string, snaps: string[], o) => {
       const r = await (await import('./commands/snapshots.js')).remove(manifest, snaps);
       if (o.json) printJson(r);
@@ -332,7 +332,7 @@ function registerServe(program: Command): void {
     .addHelpText(
       'after',
       '\nExports: "" and "live" (read-write), "snapshot/<name>", "snapshot/<id>", "snapshot/latest" (read-only).\n' +
-        'While serving, create/list/show/delete/prune/status from another shell go through the server.\n\n' +
+        'While serving, create/list/show/delete/prune/status/hold/release from another shell go through the server.\n\n' +
         'Example:\n  vsnap serve vol.json --every 1h --keep-hourly 24 --keep-daily 7\n' +
         '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n',
     )
