@@ -6,7 +6,8 @@ import { formatSize } from './size.js';
 import { UsageError } from './errors.js';
 import { c, info, printJson, spinner } from './ui.js';
 import { OutputTable } from './table.js';
-import { renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
+import { renderPrune, renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
+import { registerRetention } from './cli/retention.js';
 import { durationArg } from './args.js';
 import { progress } from './ui.js';
 import type { KeepRules } from './prune/plan.js';
@@ -91,6 +92,7 @@ export function buildProgram(): Command {
   registerWorkflowCommands(program);
   registerServe(program);
   registerVerify(program);
+  registerRetention(program);
   return program;
 }
 
@@ -99,7 +101,7 @@ function registerSnapshotCommands(program: Command): void {
     .command('create')
     .description('take a snapshot of every partition at one instant')
     .argument('<manifest>', 'volume manifest (JSON)')
-    .option('--name <name>', 'snapshot name (default: UTC time YYYYMMDDTHHMMSSZ)')
+    .option('--name <name>', 'snapshot name (default: UTC time YYYYMMDDTHHMMSSZ); a named snapshot is manual: prune leaves it alone')
     .option('--expires <duration>', 'let prune delete it after this long (30m, 12h, 7d, 2w)')
     .option('--json', 'print the snapshot as JSON')
     .addHelpText('after', '\nExample:\n  vsnap create vol.json --name before-upgrade\n  vsnap create vol.json --expires 1d --json\n')
@@ -121,11 +123,11 @@ function registerSnapshotCommands(program: Command): void {
     .command('list')
     .description('list snapshots in id order')
     .argument('<manifest>', 'volume manifest (JSON)')
-    .option('--json', 'print JSON: [{id, name, createdAt, changedBytes}]')
+    .option('--json', 'print JSON: [{id, name, createdAt, changedBytes, expiresAt, manual, held}]')
     .addHelpText('after', '\nExample:\n  vsnap list vol.json --json\n')
     .action(async (manifest: string, o) => {
       const r = await (await import('./commands/snapshots.js')).list(manifest);
-      if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, expiresAt: s.expiresAt })));
+      if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, expiresAt: s.expiresAt, manual: s.manual, held: s.held })));
       else process.stdout.write(renderSnapshotList(r));
     });
 
@@ -148,7 +150,7 @@ function registerSnapshotCommands(program: Command): void {
     .argument('<manifest>', 'volume manifest (JSON)')
     .argument('<snap...>', 'snapshot names, ids or "latest"')
     .option('--json', 'print JSON: {deleted: [{id, name}]}')
-    .addHelpText('after', '\nExample:\n  vsnap delete vol.json before-upgrade 12\n')
+    .addHelpText('after', '\nA held snapshot (vsnap hold) is refused, and then nothing is deleted.\n\nExample:\n  vsnap delete vol.json before-upgrade 12\n')
     .action(async (manifest: string, snaps: string[], o) => {
       const r = await (await import('./commands/snapshots.js')).remove(manifest, snaps);
       if (o.json) printJson(r);
@@ -311,17 +313,24 @@ function registerWorkflowCommands(program: Command): void {
       .description('delete snapshots no keep rule keeps, and every expired one')
       .argument('<manifest>', 'volume manifest (JSON)'),
   )
+    .option('--include-manual', 'let the rules delete manual snapshots (created with --name) too; held ones never')
     .option('--dry-run', 'only say what would be deleted')
     .option('--json', 'print JSON: {kept: [...], deleted: [...]}')
-    .addHelpText('after', '\nBuckets are in local time (TZ); weeks are ISO weeks. Expired snapshots (create --expires) always go.\n\nExample:\n  vsnap prune vol.json --keep-last 3 --keep-hourly 24 --keep-daily 7 --keep-weekly 4\n')
+    .addHelpText(
+      'after',
+      '\nOnly automatic snapshots (created without --name) are considered unless --include-manual; held snapshots (vsnap hold) are never deleted.\n' +
+        'Buckets are in local time (TZ); weeks are ISO weeks. Expired snapshots (create --expires) go unless held.\n' +
+        'Deletions are printed on stdout; nothing is, when nothing was deleted.\n\nExample:\n  vsnap prune vol.json --keep-last 3 --keep-hourly 24 --keep-daily 7 --keep-weekly 4\n',
+    )
     .action(async (manifest: string, o) => {
-      const r = await (await import('./commands/prune.js')).prune(manifest, keepRules(o), { dryRun: o.dryRun === true });
+      const r = await (await import('./commands/prune.js')).prune(manifest, keepRules(o), { dryRun: o.dryRun === true, includeManual: o.includeManual === true });
       if (o.json) {
         printJson({ kept: r.keep, deleted: r.delete, dryRun: r.dryRun });
         return;
       }
-      for (const d of r.delete) info(`${r.dryRun ? 'would delete' : 'deleted'} ${d.id} ${d.name} (${d.reasons.join('; ')})`);
-      info(`${r.keep.length} kept, ${r.delete.length} ${r.dryRun ? 'to delete' : 'deleted'}`);
+      const out = renderPrune(r);
+      process.stdout.write(out.result);
+      for (const n of out.notes) info(n);
     });
 }
 
@@ -336,11 +345,12 @@ function registerServe(program: Command): void {
       .option('--allow-remote', 'allow --listen on a non-loopback address (NBD has no authentication)')
       .option('--every <duration>', 'take a snapshot this often (30m, 1h, 1d), then prune with the --keep-* flags'),
   )
+    .option('--include-manual', "--every's prune may delete manual snapshots (created with --name) too; held ones never")
     .option('--run <cmd>', 'captive mode: run CMD with $uri and $socket set, stop, exit with its status')
     .addHelpText(
       'after',
       '\nExports: "" and "live" (read-write), "snapshot/<name>", "snapshot/<id>", "snapshot/latest" (read-only).\n' +
-        'While serving, create/list/show/delete/prune/status from another shell go through the server.\n\n' +
+        'While serving, create/list/show/delete/prune/status/hold/release from another shell go through the server.\n\n' +
         'Example:\n  vsnap serve vol.json --every 1h --keep-hourly 24 --keep-daily 7\n' +
         '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n',
     )
@@ -351,6 +361,7 @@ function registerServe(program: Command): void {
         allowRemote: o.allowRemote === true,
         everyMs: o.every === undefined ? undefined : durationArg('--every', o.every),
         keep: keepRules(o),
+        includeManual: o.includeManual === true,
         run: o.run,
         log: (m) => info(m),
         onReady: (uri) => {

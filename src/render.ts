@@ -3,7 +3,8 @@
 import { c } from './ui.js';
 import { OutputTable } from './table.js';
 import { formatSize } from './size.js';
-import type { SnapshotInfo, StatusReport } from './catalogue/catalogue.js';
+import type { PruneResult, SnapshotInfo, StatusReport } from './catalogue/catalogue.js';
+import { MANUAL_REASON, WOULD_GO } from './prune/plan.js';
 
 export function table(head: string[]): OutputTable {
   return new OutputTable(head);
@@ -11,15 +12,33 @@ export function table(head: string[]): OutputTable {
 
 export function renderSnapshotList(list: SnapshotInfo[]): string {
   if (list.length === 0) return 'no snapshots\n';
-  const t = table(['id', 'name', 'created (UTC)', 'changed since', 'expires']);
-  for (const s of list) t.push([String(s.id), s.name, s.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), formatSize(s.changedBytes), s.expiresAt ?? '-']);
+  const t = table(['id', 'name', 'created (UTC)', 'changed since', 'expires', 'kind', 'held']);
+  for (const s of list) {
+    t.push([String(s.id), s.name, s.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), formatSize(s.changedBytes), s.expiresAt ?? '-', s.manual ? 'manual' : 'auto', s.held ? 'held' : '-']);
+  }
   return `${t.toString()}\n`;
+}
+
+/**
+ * prune for people: the deletions are the result (stdout), and only they,
+ * so a cron job that deleted nothing prints nothing there; the summary and
+ * what protections kept are notes for stderr (info(), silenced by -q).
+ */
+export function renderPrune(r: PruneResult): { result: string; notes: string[] } {
+  const verb = r.dryRun ? 'would delete' : 'deleted';
+  const result = r.delete.map((d) => `${verb} ${d.id} ${d.name} (${d.reasons.join('; ')})\n`).join('');
+  // Protected snapshots are named only where the protection made a difference.
+  const saved = r.keep.filter((k) => k.reasons.some((x) => x.startsWith(WOULD_GO)));
+  const notes = saved.map((k) => `kept ${k.id} ${k.name}: ${k.reasons.join('; ')}${k.protectedBy.includes('held') ? ' (vsnap release frees it)' : ''}`);
+  const manual = r.keep.filter((k) => k.reasons.includes(MANUAL_REASON)).length;
+  notes.push(`${r.keep.length} kept, ${r.delete.length} ${r.dryRun ? 'to delete' : 'deleted'}${manual ? ` (${manual} manual left alone: --include-manual lets the rules consider them)` : ''}`);
+  return { result, notes };
 }
 
 export function renderSnapshot(s: SnapshotInfo): string {
   const lines = [
     `snapshot ${c.bold(String(s.id))} ${s.name}`,
-    `  created   ${s.createdAt}${s.expiresAt ? `, expires ${s.expiresAt}` : ''}`,
+    `  created   ${s.createdAt}${s.expiresAt ? `, expires ${s.expiresAt}` : ''}, ${s.manual ? 'manual' : 'automatic'}${s.held ? ', held (vsnap release frees it)' : ''}`,
     `  volume    ${formatSize(s.size)}, block size ${formatSize(s.blockSize)}, froze writes for ${s.freezeMs.toFixed(1)} ms`,
     `  changed   ${formatSize(s.changedBytes)} logged since`,
   ];

@@ -120,7 +120,7 @@ test(`${COUNT} snapshots under ulimit -n ${LIMIT}: list, write, create, read old
     await readSnap(1);
     await readSnap(middle - 1);
 
-    const pruned = JSON.parse((await ok('prune', ['prune', m, '--keep-last', '10', '--json'])).stdout) as { kept: unknown[]; deleted: unknown[] };
+    const pruned = JSON.parse((await ok('prune', ['prune', m, '--keep-last', '10', '--include-manual', '--json'])).stdout) as { kept: unknown[]; deleted: unknown[] };
     assert.equal(pruned.kept.length, 10);
     assert.equal(pruned.deleted.length, COUNT + 1 - 3 - 10);
     const left = JSON.parse((await ok('list', ['list', m, '--json'])).stdout) as { id: number }[];

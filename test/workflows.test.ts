@@ -223,7 +223,10 @@ test('prune keeps by rules, honours --expires even with no flags, and --dry-run 
     const real = JSON.parse((await vsnap(['prune', fx.manifest, '--json'])).stdout);
     assert.deepEqual(real.deleted.map((d: { name: string }) => d.name), ['ci-temp']);
     assert.deepEqual(real.kept.map((d: { name: string }) => d.name), ['keep-1', 'keep-2']);
-    const last = JSON.parse((await vsnap(['prune', fx.manifest, '--keep-last', '1', '--json'])).stdout);
+    // Named snapshots are manual: the rules leave them alone unless --include-manual.
+    const manual = JSON.parse((await vsnap(['prune', fx.manifest, '--keep-last', '1', '--json'])).stdout);
+    assert.deepEqual(manual.deleted, []);
+    const last = JSON.parse((await vsnap(['prune', fx.manifest, '--keep-last', '1', '--include-manual', '--json'])).stdout);
     assert.deepEqual(last.deleted.map((d: { name: string }) => d.name), ['keep-1']);
     const names = JSON.parse((await vsnap(['list', fx.manifest, '--json'])).stdout).map((s: { name: string }) => s.name);
     assert.deepEqual(names, ['keep-2']);

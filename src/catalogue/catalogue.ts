@@ -15,6 +15,10 @@ import type { KeepRules, PrunePlan } from '../prune/plan.js';
 /** What create/show print: the commit record's public part, with file paths made absolute. */
 export interface SnapshotInfo extends Pick<SnapshotRecord, 'id' | 'name' | 'createdAt' | 'expiresAt' | 'size' | 'blockSize' | 'freezeMs'> {
   changedBytes: number;
+  /** Created with --name: retention leaves it alone unless --include-manual. */
+  manual: boolean;
+  /** Held (vsnap hold): neither prune nor delete removes it until vsnap release. */
+  held: boolean;
   partitions: Pick<SnapshotPartitionRecord, 'id' | 'worker' | 'pid' | 'snapshotFile' | 'changeLogFile'>[];
 }
 
@@ -39,6 +43,25 @@ export interface CreateArgs {
   expiresInMs?: number;
 }
 
+export interface PruneArgs {
+  rules: KeepRules;
+  dryRun: boolean;
+  /** Let the rules consider manual snapshots too; absent means false (older clients). */
+  includeManual?: boolean;
+}
+
+/** hold: the snapshots held now, and those that already were (holding twice changes nothing). */
+export interface HoldResult {
+  held: { id: number; name: string }[];
+  alreadyHeld: { id: number; name: string }[];
+}
+
+/** release: the snapshots released, and those that were not held (not an error). */
+export interface ReleaseResult {
+  released: { id: number; name: string }[];
+  notHeld: { id: number; name: string }[];
+}
+
 export interface DeleteResult {
   deleted: { id: number; name: string }[];
 }
@@ -52,8 +75,10 @@ export interface CatalogueCalls {
   list: { args: NoArgs; result: SnapshotInfo[] };
   show: { args: { ref: string }; result: SnapshotInfo };
   delete: { args: { refs: string[] }; result: DeleteResult };
-  prune: { args: { rules: KeepRules; dryRun: boolean }; result: PruneResult };
+  prune: { args: PruneArgs; result: PruneResult };
   status: { args: NoArgs; result: StatusReport };
+  hold: { args: { refs: string[] }; result: HoldResult };
+  release: { args: { refs: string[] }; result: ReleaseResult };
 }
 
 export type Method = keyof CatalogueCalls;
@@ -63,7 +88,7 @@ export type Result<M extends Method> = CatalogueCalls[M]['result'];
 export type Catalogue = { readonly [M in Method]: (args: Args<M>) => Promise<Result<M>> };
 
 // A record rather than an array, so that a method missing here fails to compile.
-const METHOD_SET: Record<Method, true> = { create: true, list: true, show: true, delete: true, prune: true, status: true };
+const METHOD_SET: Record<Method, true> = { create: true, list: true, show: true, delete: true, prune: true, status: true, hold: true, release: true };
 
 /** Every method name, in a stable order (for messages and generic wrappers). */
 export const METHODS = Object.keys(METHOD_SET) as Method[];

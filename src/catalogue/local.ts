@@ -3,9 +3,10 @@
 // uses it when no server holds the volume; `vsnap serve` hosts it on its
 // control socket.
 import { UsageError } from '../errors.js';
-import { checkSnapshotName, defaultName, resolveRef } from '../store/names.js';
+import { checkSnapshotName, defaultName, isManual, resolveRef } from '../store/names.js';
 import { readLock } from '../store/lock.js';
 import { planPrune } from '../prune/plan.js';
+import { heldIds, planHold, planRelease, readHolds, writeHolds } from '../store/holds.js';
 import type { Store } from '../store/store.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import type { Catalogue, Method, StatusReport } from './catalogue.js';
@@ -23,6 +24,8 @@ export const LOCAL_OPEN: { readonly [M in Method]: { createStore: boolean; worke
   delete: { createStore: false, workers: true },
   prune: { createStore: false, workers: true },
   status: { createStore: false, workers: true },
+  hold: { createStore: false, workers: false },
+  release: { createStore: false, workers: false },
 };
 
 export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
@@ -31,6 +34,8 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
     if (!cluster) throw new Error(`catalogue: ${m} needs the workers, but none were started`);
     return cluster;
   };
+  const held = async () => heldIds(await readHolds(store.dir), store.snapshots);
+  const resolveAll = (refs: string[]) => [...new Map(refs.map((r) => resolveRef(store.snapshots, r)).map((s) => [s.id, s])).values()];
   return {
     async create(o) {
       const c = workers('create');
@@ -40,22 +45,32 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
       const now = new Date();
       const name = o.name ?? defaultName(now, taken);
       const expiresAt = o.expiresInMs ? new Date(now.getTime() + o.expiresInMs).toISOString() : null;
-      const rec = await c.createSnapshot(name, expiresAt);
-      return toInfo(store.dir, rec);
+      // Automatic unless a person named it (design §5): retention then leaves it alone.
+      const rec = await c.createSnapshot(name, expiresAt, o.name !== undefined);
+      return toInfo(store.dir, rec, false);
     },
 
     async list() {
-      return store.snapshots.map((s) => toInfo(store.dir, s));
+      const h = await held();
+      return store.snapshots.map((s) => toInfo(store.dir, s, h.has(s.id)));
     },
 
     async show({ ref }) {
-      return toInfo(store.dir, resolveRef(store.snapshots, ref));
+      const s = resolveRef(store.snapshots, ref);
+      return toInfo(store.dir, s, (await held()).has(s.id));
     },
 
     async delete({ refs }) {
       const c = workers('delete');
-      // Resolve every reference before changing anything: one typo deletes nothing.
-      const targets = [...new Map(refs.map((r) => resolveRef(store.snapshots, r)).map((s) => [s.id, s])).values()];
+      // Resolve every reference before changing anything: one typo, or one held snapshot, deletes nothing.
+      const targets = resolveAll(refs);
+      const h = await held();
+      const blocked = targets.filter((t) => h.has(t.id));
+      if (blocked.length) {
+        const names = blocked.map((b) => `${b.id} ${JSON.stringify(b.name)}`).join(', ');
+        const refsText = blocked.map((b) => b.name).join(' ');
+        throw new UsageError(`snapshot${blocked.length > 1 ? 's' : ''} ${names} ${blocked.length > 1 ? 'are' : 'is'} held; \`vsnap release ${store.volume.manifestPath} ${refsText}\` frees ${blocked.length > 1 ? 'them' : 'it'} (nothing was deleted)`);
+      }
       const deleted: { id: number; name: string }[] = [];
       for (const t of targets) {
         await c.deleteSnapshot(t.id);
@@ -64,9 +79,12 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
       return { deleted };
     },
 
-    async prune({ rules, dryRun }) {
+    async prune({ rules, dryRun, includeManual }) {
       const c = workers('prune');
-      const plan = planPrune(store.snapshots, rules, new Date());
+      // Held snapshots are protected; the clones' "has clones" joins this map (prune/plan.ts protection()).
+      const protect = new Map([...(await held())].map((id) => [id, ['held']]));
+      const snaps = store.snapshots.map((s) => ({ ...s, manual: isManual(s) }));
+      const plan = planPrune(snaps, rules, new Date(), { includeManual: includeManual === true, protect });
       // Oldest first: a snapshot with no predecessor just drops its logs.
       if (!dryRun) for (const d of [...plan.delete].sort((a, b) => a.id - b.id)) await c.deleteSnapshot(d.id);
       return { ...plan, dryRun };
@@ -74,6 +92,20 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
 
     async status() {
       return statusOf(workers('status'));
+    },
+
+    async hold({ refs }) {
+      const targets = resolveAll(refs);
+      const plan = planHold(await readHolds(store.dir), store.snapshots, targets, new Date());
+      if (plan.changed.length) await writeHolds(store.dir, plan.next);
+      return { held: plan.changed, alreadyHeld: plan.unchanged };
+    },
+
+    async release({ refs }) {
+      const targets = resolveAll(refs);
+      const plan = planRelease(await readHolds(store.dir), store.snapshots, targets);
+      if (plan.changed.length) await writeHolds(store.dir, plan.next);
+      return { released: plan.changed, notHeld: plan.unchanged };
     },
   };
 }

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import type { SnapshotRecord } from '../store/store.js';
 import { snapshotMember } from '../store/layout.js';
 import { changeLogRecordCount } from '../formats/changelog.js';
+import { isManual } from '../store/names.js';
 import type { SnapshotInfo } from './catalogue.js';
 
 
@@ -22,7 +23,7 @@ function changedBytes(storeDir: string, rec: SnapshotRecord): number {
   return total;
 }
 
-export function toInfo(storeDir: string, rec: SnapshotRecord): SnapshotInfo {
+export function toInfo(storeDir: string, rec: SnapshotRecord, held: boolean): SnapshotInfo {
   return {
     id: rec.id,
     name: rec.name,
@@ -32,6 +33,8 @@ export function toInfo(storeDir: string, rec: SnapshotRecord): SnapshotInfo {
     blockSize: rec.blockSize,
     freezeMs: rec.freezeMs,
     changedBytes: changedBytes(storeDir, rec),
+    manual: isManual(rec),
+    held,
     partitions: rec.partitions.map((p) => ({
       id: p.id,
       worker: p.worker,

@@ -25,8 +25,11 @@ const ARG_SCHEMAS: { readonly [M in Method]: z.ZodType<Args<M>> } = {
   prune: z.strictObject({
     rules: z.strictObject({ last: count, hourly: count, daily: count, weekly: count, monthly: count, yearly: count }),
     dryRun: z.boolean(),
+    includeManual: z.boolean().optional(),
   }),
   status: z.strictObject({}),
+  hold: z.strictObject({ refs: z.array(z.string()).min(1) }),
+  release: z.strictObject({ refs: z.array(z.string()).min(1) }),
 };
 
 /** A request checked against its method's schema. */

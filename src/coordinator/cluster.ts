@@ -196,7 +196,7 @@ export class Cluster {
    * died after PREPARE included) aborts; after it the create has succeeded,
    * and a worker that cannot switch to the new log is restarted from the disk.
    */
-  async createSnapshot(name: string, expiresAt: string | null): Promise<SnapshotRecord> {
+  async createSnapshot(name: string, expiresAt: string | null, manual = true): Promise<SnapshotRecord> {
     await this.pool.restartsDone();
     await this.ensureDurable();
     await this.store.markWriting();
@@ -214,7 +214,7 @@ export class Cluster {
     let outcome: CommitOutcome;
     try {
       try {
-        record = await this.prepareAll(workers, id, name, expiresAt, tmp, t0);
+        record = await this.prepareAll(workers, id, { name, expiresAt, manual }, tmp, t0);
         maybeFault('create-before-commit');
         // A worker that died after PREPARE (or was replaced) fails this, and the create aborts.
         await this.all((h) => h.control({ t: 'confirm', snapshotId: id }), workers);
@@ -245,7 +245,7 @@ export class Cluster {
   }
 
   /** FREEZE and PREPARE on every worker, then the snapshot record written and synced into tmp. */
-  private async prepareAll(workers: WorkerHandle[], id: number, name: string, expiresAt: string | null, tmp: string, t0: bigint): Promise<SnapshotRecord> {
+  private async prepareAll(workers: WorkerHandle[], id: number, meta: Pick<SnapshotRecord, 'name' | 'expiresAt' | 'manual'>, tmp: string, t0: bigint): Promise<SnapshotRecord> {
     const createdAt = new Date().toISOString();
     await this.all((h) => h.control({ t: 'freeze' }), workers);
     const replies = await this.all(async (h) => ({ h, parts: await h.control({ t: 'prepare', snapshotId: id, tmpDir: tmp, createdAt }) }), workers);
@@ -254,9 +254,8 @@ export class Cluster {
     const freezeMs = Number(process.hrtime.bigint() - t0) / 1e6;
     const record: SnapshotRecord = {
       id,
-      name,
+      ...meta,
       createdAt,
-      expiresAt,
       size: this.volume.size,
       blockSize: this.volume.blockSize,
       fingerprint: this.volume.fingerprint,

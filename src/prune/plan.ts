@@ -9,12 +9,45 @@
 // A snapshot any rule keeps stays. Expiry (create --expires) wins over every
 // rule: an expired snapshot is always deleted, so CI snapshots cannot pile up
 // behind a keep-last. With no keep rule at all, only expired snapshots go.
+//
+// Retention never surprises (design §5 "automatic and manual"):
+// - the rules consider automatic snapshots only (created without --name);
+//   manual ones are kept and do not count towards any rule, unless
+//   includeManual. An expiry is an explicit request, so a manual snapshot
+//   created with --expires still goes when it expires.
+// - protected snapshots (held; the caller may add other reasons, such as
+//   "has clones") are kept whatever the rules or expiry say, with the
+//   reasons reported. They still count towards the rules: a held snapshot
+//   that is the newest of its hour is that hour's snapshot.
 
 export interface PrunableSnapshot {
   id: number;
   name: string;
   createdAt: string;
   expiresAt: string | null;
+  /** Created with --name; absent counts as automatic (callers derive old records with store/names isManual). */
+  manual?: boolean;
+}
+
+/** The reason a manual snapshot is kept when the rules leave it alone. */
+export const MANUAL_REASON = 'manual (--include-manual lets the rules consider it)';
+/** Prefix of the reason a protected snapshot carries when the rules or its expiry would have deleted it. */
+export const WOULD_GO = 'would go: ';
+
+/** Why a snapshot may not be deleted at all, by id: "held", "has clones ...". One entry per reason. */
+export type Protection = ReadonlyMap<number, readonly string[]>;
+
+/** Merge protection sets from several sources (holds, clones) into one. */
+export function protection(...sources: Protection[]): Protection {
+  const out = new Map<number, string[]>();
+  for (const src of sources) for (const [id, why] of src) out.set(id, [...(out.get(id) ?? []), ...why]);
+  return out;
+}
+
+export interface PruneOptions {
+  /** Let the rules consider manual snapshots too (--include-manual). */
+  includeManual?: boolean;
+  protect?: Protection;
 }
 
 export interface KeepRules {
@@ -31,6 +64,10 @@ export interface PruneDecision {
   name: string;
   createdAt: string;
   reasons: string[];
+  /** Whether it was created with --name (retention leaves it alone unless --include-manual). */
+  manual: boolean;
+  /** The protections that kept it (held, has clones); empty when none applied. */
+  protectedBy: string[];
 }
 
 export interface PrunePlan {
@@ -62,12 +99,13 @@ export function hasRules(r: KeepRules): boolean {
   return Object.values(r).some((v) => v !== undefined);
 }
 
-export function planPrune(snapshots: readonly PrunableSnapshot[], rules: KeepRules, now: Date): PrunePlan {
+export function planPrune(snapshots: readonly PrunableSnapshot[], rules: KeepRules, now: Date, o: PruneOptions = {}): PrunePlan {
   // Newest first; ties broken by id so the plan is deterministic.
   const sorted = [...snapshots].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || b.id - a.id);
   const reasons = new Map<number, string[]>(sorted.map((s) => [s.id, []]));
   const expired = new Set(sorted.filter((s) => s.expiresAt !== null && Date.parse(s.expiresAt) <= now.getTime()).map((s) => s.id));
-  const candidates = sorted.filter((s) => !expired.has(s.id));
+  const skipped = (s: PrunableSnapshot) => s.manual === true && o.includeManual !== true;
+  const candidates = sorted.filter((s) => !expired.has(s.id) && !skipped(s));
   if (rules.last !== undefined) candidates.slice(0, rules.last).forEach((s, i) => reasons.get(s.id)!.push(`last ${i + 1}`));
   for (const [rule, bucket] of Object.entries(BUCKETS) as [keyof typeof BUCKETS, (d: Date) => string][]) {
     const n = rules[rule];
@@ -85,11 +123,18 @@ export function planPrune(snapshots: readonly PrunableSnapshot[], rules: KeepRul
   const plan: PrunePlan = { keep: [], delete: [] };
   for (const s of [...sorted].reverse()) {
     const r = reasons.get(s.id)!;
-    const base = { id: s.id, name: s.name, createdAt: s.createdAt };
-    if (expired.has(s.id)) plan.delete.push({ ...base, reasons: [`expired at ${s.expiresAt}`] });
-    else if (r.length) plan.keep.push({ ...base, reasons: r });
-    else if (!ruled) plan.keep.push({ ...base, reasons: ['no keep rule given'] });
-    else plan.delete.push({ ...base, reasons: ['no rule keeps it'] });
+    const protectedBy = [...(o.protect?.get(s.id) ?? [])];
+    const base = { id: s.id, name: s.name, createdAt: s.createdAt, manual: s.manual === true, protectedBy };
+    // What the rules and expiry alone would do; a protection then overrides a deletion.
+    let verdict: { keep: boolean; reasons: string[] };
+    if (expired.has(s.id)) verdict = { keep: false, reasons: [`expired at ${s.expiresAt}`] };
+    else if (skipped(s)) verdict = { keep: true, reasons: [MANUAL_REASON] };
+    else if (r.length) verdict = { keep: true, reasons: r };
+    else if (!ruled) verdict = { keep: true, reasons: ['no keep rule given'] };
+    else verdict = { keep: false, reasons: ['no rule keeps it'] };
+    if (verdict.keep) plan.keep.push({ ...base, reasons: [...protectedBy, ...verdict.reasons] });
+    else if (protectedBy.length) plan.keep.push({ ...base, reasons: [...protectedBy, `${WOULD_GO}${verdict.reasons.join('; ')}`] });
+    else plan.delete.push({ ...base, reasons: verdict.reasons });
   }
   return plan;
 }

@@ -21,6 +21,8 @@ export interface ServeOptions {
   allowRemote?: boolean;
   everyMs?: number;
   keep: KeepRules;
+  /** --every's prune considers manual snapshots too (prune --include-manual). */
+  includeManual?: boolean;
   run?: string;
   log: (msg: string) => void;
   /** Told the URI once listening (the CLI prints it on stdout). */
@@ -60,7 +62,8 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
           const s = await local.create({});
           o.log(`periodic snapshot ${s.id} taken`);
           // Prune even without keep flags: expired snapshots (--expires) go.
-          await local.prune({ rules: o.keep, dryRun: false });
+          // Manual snapshots (--name) are left alone unless --include-manual; held ones always.
+          await local.prune({ rules: o.keep, dryRun: false, includeManual: o.includeManual === true });
         }).catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
       }, o.everyMs);
     }

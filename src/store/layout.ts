@@ -8,6 +8,7 @@
 //   <store>/ids.json                 a second copy of the next snapshot id
 //   <store>/lock                     the store lock (one writer at a time)
 //   <store>/backing.json             backing-file identities (stale detection)
+//   <store>/holds.json               held snapshots (vsnap hold/release)
 //   <store>/state/<partition>.json   per-partition clean/unclean state
 //   <store>/snapshots/<id>/          a committed snapshot (id: 8+ digits)
 //       snapshot.json                the commit record
@@ -24,6 +25,7 @@ export const VOLUME_FILE = 'volume.json';
 export const LOCK_FILE = 'lock';
 export const IDS_FILE = 'ids.json';
 export const BACKING_FILE = 'backing.json';
+export const HOLDS_FILE = 'holds.json';
 export const STATE_DIR = 'state';
 export const SNAPSHOTS_DIR = 'snapshots';
 export const SNAPSHOT_RECORD_FILE = 'snapshot.json';
@@ -52,6 +54,11 @@ export function lockFile(storeDir: string): string {
 /** Beside volume.json, not in state/, so no partition id can collide with it. */
 export function backingFile(storeDir: string): string {
   return path.join(storeDir, BACKING_FILE);
+}
+
+/** The held snapshots; beside volume.json, so no partition id can collide with it. */
+export function holdsFile(storeDir: string): string {
+  return path.join(storeDir, HOLDS_FILE);
 }
 
 export function stateDir(storeDir: string): string {

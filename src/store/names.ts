@@ -37,3 +37,21 @@ export function resolveRef<T extends NamedSnapshot>(snaps: readonly T[], ref: st
   if (!found) throw new UsageError(`unknown snapshot ${JSON.stringify(ref)} (run vsnap list to see them)`);
   return found;
 }
+
+/** The form defaultName() gives: "YYYYMMDDTHHMMSSZ", optionally with "-N". */
+const DEFAULT_NAME_RE = /^\d{8}T\d{6}Z(-\d+)?$/;
+
+export function isDefaultName(name: string): boolean {
+  return DEFAULT_NAME_RE.test(name);
+}
+
+/**
+ * Whether retention leaves a snapshot alone unless told otherwise (design §5
+ * "automatic and manual"). Records written before the `manual` field existed
+ * count as automatic only when the name has the default form: a name a
+ * person typed is never pruned by a rule they did not ask to apply to it
+ * (docs/formats.md, "`manual` in older records").
+ */
+export function isManual(rec: { name: string; manual?: boolean }): boolean {
+  return rec.manual ?? !isDefaultName(rec.name);
+}

@@ -11,7 +11,7 @@ import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
 import { mkdirPrivate, tightenStore } from './private.js';
 import { DELETING_SUFFIX, idsFile, isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
-import { identities, identitiesIfPresent, leftByVsnap, planStale, readBacking, volumeFiles, writeBacking, type BackingIdentity, type BackingRecord, type StaleEntry } from './backing.js';
+import { identities, identitiesIfPresent, leftByVsnap, planStale, readBacking, stalePerPartition, volumeFiles, writeBacking, type BackingIdentity, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
   id: string;
@@ -29,6 +29,8 @@ export interface SnapshotRecord {
   name: string;
   createdAt: string;
   expiresAt: string | null;
+  /** Created with --name; absent in records of older versions (store/names.ts isManual decides those). */
+  manual?: boolean;
   size: number;
   blockSize: number;
   fingerprint: string;
@@ -301,8 +303,13 @@ export class Store {
     await writeRecord(volumeFile(this.dir), VOLUME_KIND, { ...this.record });
   }
 
-  /** Snapshots reported stale, per partition (a backing file changed behind vsnap). */
+  /** Snapshots reported stale, one entry per partition (a backing file changed behind vsnap). */
   get stale(): StaleEntry[] {
+    return stalePerPartition(this.staleMarks);
+  }
+
+  /** The stale marks as recorded, per partition and file, for the snapshots that still exist. */
+  get staleMarks(): StaleEntry[] {
     const ids = new Set(this.snapshots.map((s) => s.id));
     return (this.backing?.stale ?? []).map((s) => ({ ...s, snapshots: s.snapshots.filter((i) => ids.has(i)) })).filter((s) => s.snapshots.length);
   }
@@ -315,7 +322,7 @@ export class Store {
    */
   markWriting(): Promise<void> {
     if (!this.writing) {
-      this.backing = { clean: false, files: this.backing?.files ?? [], stale: this.stale };
+      this.backing = { clean: false, files: this.backing?.files ?? [], stale: this.staleMarks };
       this.writing = writeBacking(this.dir, this.backing);
     }
     return this.writing;
@@ -329,7 +336,7 @@ export class Store {
   async markClean(): Promise<void> {
     if (!this.writing) return;
     await this.writing;
-    this.backing = { clean: true, files: await leftByVsnap(this.dir, this.volume, this.filesAtOpen), stale: this.stale };
+    this.backing = { clean: true, files: await leftByVsnap(this.dir, this.volume, this.filesAtOpen), stale: this.staleMarks };
     await writeBacking(this.dir, this.backing);
     this.writing = undefined;
   }

@@ -466,7 +466,7 @@ export class Scenario {
   async prune(keepLast: number, kill: KillPlan, env?: Record<string, string>): Promise<Outcome> {
     const ids = this.ids;
     const keep = new Set(ids.slice(Math.max(0, ids.length - keepLast)));
-    const run = await this.cli('prune', ['prune', this.fx.manifest, '--keep-last', String(keepLast), '--json'], kill, env);
+    const run = await this.cli('prune', ['prune', this.fx.manifest, '--keep-last', String(keepLast), '--include-manual', '--json'], kill, env);
     const out = this.outcome(run);
     if (!out.interrupted) {
       const j = JSON.parse(run.stdout) as { kept: { id: number }[]; deleted: { id: number }[] };

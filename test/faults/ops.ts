@@ -46,7 +46,7 @@ export function opSpec(op: OpName, fx: Fixture, model: Model): OpSpec {
     case 'restore':
       return { args: ['restore', fx.manifest, String(ids[0]), '--json'] };
     case 'prune':
-      return { args: ['prune', fx.manifest, '--keep-last', '1', '--json'] };
+      return { args: ['prune', fx.manifest, '--keep-last', '1', '--include-manual', '--json'] };
   }
 }
 
