@@ -13,6 +13,7 @@ import type { KeepRules } from './prune/plan.js';
 import { EXIT_INTEGRITY } from './errors.js';
 import { VERSION } from './version.js';
 import type { LayoutReport } from './commands/validate.js';
+import { registerClone } from './cli/clone.js';
 
 // Command modules load on demand (await import in each action): a run pays
 // only for the command it runs, which matters for scripts calling vsnap often.
@@ -88,6 +89,7 @@ export function buildProgram(): Command {
   registerWorkflowCommands(program);
   registerServe(program);
   registerVerify(program);
+  registerClone(program);
   return program;
 }
 

@@ -10,6 +10,8 @@ import type { Store } from '../store/store.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import type { Catalogue, Method, StatusReport } from './catalogue.js';
 import { toInfo } from './snapshot-info.js';
+import { cloneCalls, keepCloned, type CloneHost } from './clones.js';
+import { refuseCloned, snapshotClones } from '../store/clones.js';
 
 /**
  * What each method needs opened when it runs without a server: whether the
@@ -23,9 +25,14 @@ export const LOCAL_OPEN: { readonly [M in Method]: { createStore: boolean; worke
   delete: { createStore: false, workers: true },
   prune: { createStore: false, workers: true },
   status: { createStore: false, workers: true },
+  // Clones offline: their files only (no worker has them open).
+  cloneCreate: { createStore: false, workers: false },
+  cloneList: { createStore: false, workers: false },
+  cloneReset: { createStore: false, workers: false },
+  cloneDelete: { createStore: false, workers: false },
 };
 
-export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
+export function localCatalogue(store: Store, cluster?: Cluster, host: CloneHost = {}): Catalogue {
   const workers = (m: Method): Cluster => {
     // A caller bug (LOCAL_OPEN says which methods need the workers), not a user's.
     if (!cluster) throw new Error(`catalogue: ${m} needs the workers, but none were started`);
@@ -56,6 +63,7 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
       const c = workers('delete');
       // Resolve every reference before changing anything: one typo deletes nothing.
       const targets = [...new Map(refs.map((r) => resolveRef(store.snapshots, r)).map((s) => [s.id, s])).values()];
+      refuseCloned(store.dir, targets);
       const deleted: { id: number; name: string }[] = [];
       for (const t of targets) {
         await c.deleteSnapshot(t.id);
@@ -66,7 +74,8 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
 
     async prune({ rules, dryRun }) {
       const c = workers('prune');
-      const plan = planPrune(store.snapshots, rules, new Date());
+      // A snapshot with clones is kept, not failed on (its clones need its view).
+      const plan = keepCloned(planPrune(store.snapshots, rules, new Date()), snapshotClones(store.dir));
       // Oldest first: a snapshot with no predecessor just drops its logs.
       if (!dryRun) for (const d of [...plan.delete].sort((a, b) => a.id - b.id)) await c.deleteSnapshot(d.id);
       return { ...plan, dryRun };
@@ -75,6 +84,8 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
     async status() {
       return statusOf(workers('status'));
     },
+
+    ...cloneCalls(store, cluster, host),
   };
 }
 

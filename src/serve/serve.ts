@@ -10,7 +10,7 @@ import { Cluster } from '../coordinator/cluster.js';
 import { createNbdServer } from '../nbd/index.js';
 import { VolumeExports } from './exports.js';
 import { hostCatalogue, type ControlHost } from './control.js';
-import { planListen, controlSocketPath } from './listen.js';
+import { planListen, controlSocketPath, exportUri } from './listen.js';
 import { localCatalogue } from '../catalogue/local.js';
 import { wrapCatalogue } from '../catalogue/catalogue.js';
 import type { KeepRules } from '../prune/plan.js';
@@ -47,7 +47,7 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
       queue = p.catch(() => {});
       return p;
     };
-    const local = localCatalogue(store, c);
+    const local = localCatalogue(store, c, { exportUri: (name) => exportUri(where, name) });
     const catalogue = wrapCatalogue(local, (_method, fn) => serial(fn));
     nbd = createNbdServer(new VolumeExports(c), { log: o.log });
     await nbd.listen(where.kind === 'unix' ? { socketPath: where.socketPath } : { host: where.host, port: where.port });
