@@ -13,7 +13,7 @@ const BAD: [string, RegExp][] = [
   ['[1,2]', /must be a JSON object such as \{"cmd":"list"\} \(got \[1,2\]\)/],
   ['null', /must be a JSON object .*\(got null\)/],
   ['"list"', /must be a JSON object .*\(got "list"\)/],
-  ['{}', /^control socket: cmd: missing \(expected one of create, list, show, delete, prune, status\)$/],
+  ['{}', /^control socket: cmd: missing \(expected one of create, list, show, delete, prune, status, cloneCreate, cloneList, cloneReset, cloneDelete\)$/],
   ['{"cmd":"frobnicate"}', /cmd: unknown command "frobnicate" \(expected one of create, list/],
   ['{"cmd":"toString"}', /cmd: unknown command "toString"/],
   ['{"cmd":"__proto__"}', /cmd: unknown command "__proto__"/],
@@ -30,6 +30,8 @@ const BAD: [string, RegExp][] = [
   ['{"cmd":"prune","rules":{"lasst":3},"dryRun":true}', /prune: unknown field "rules\.lasst"/],
   ['{"cmd":"prune","rules":{}}', /prune: dryRun is required \(a boolean\)/],
   ['{"cmd":"list","extra":1}', /^control socket: list: unknown field "extra"$/],
+  ['{"cmd":"cloneCreate","snap":"base"}', /^control socket: cloneCreate: name is required \(a string\)$/],
+  ['{"cmd":"cloneDelete","names":"c"}', /^control socket: cloneDelete: names must be an array \(got "c"\)$/],
   ['{"cmd":"status","a":1,"b":2}', /status: unknown fields "a", "b"/],
 ];
 
@@ -61,6 +63,10 @@ test('well-formed requests come out typed by method, and encodeRequest round-tri
     encodeRequest('prune', { rules: { last: 3, daily: 0 }, dryRun: true }),
     encodeRequest('status', {}),
     encodeRequest('list', {}),
+    encodeRequest('cloneCreate', { snap: 'latest', name: 'c', force: true }),
+    encodeRequest('cloneList', {}),
+    encodeRequest('cloneReset', { name: 'c' }),
+    encodeRequest('cloneDelete', { names: ['c', 'd'] }),
   ];
   for (const line of cases) {
     assert.ok(line.endsWith('\n') && line.indexOf('\n') === line.length - 1, 'one line');
