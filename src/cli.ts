@@ -321,12 +321,14 @@ function registerServe(program: Command): void {
       .option('--every <duration>', 'take a snapshot this often (30m, 1h, 1d), then prune with the --keep-* flags'),
   )
     .option('--run <cmd>', 'captive mode: run CMD with $uri and $socket set, stop, exit with its status')
+    .option('--clone <snap>', 'with --run: $uri is a throwaway clone of SNAP, deleted afterwards (through the running server, if one holds the volume)')
     .addHelpText(
       'after',
-      '\nExports: "" and "live" (read-write), "snapshot/<name>", "snapshot/<id>", "snapshot/latest" (read-only).\n' +
+      '\nExports: "" and "live" (read-write), "snapshot/<name>", "snapshot/<id>", "snapshot/latest" (read-only), "clone/<name>" (read-write).\n' +
         'While serving, create/list/show/delete/prune/status from another shell go through the server.\n\n' +
         'Example:\n  vsnap serve vol.json --every 1h --keep-hourly 24 --keep-daily 7\n' +
-        '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n',
+        '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n' +
+        '  vsnap serve vol.json --clone pristine --run ./destructive-test.sh\n',
     )
     .action(async (manifest: string, o) => {
       const code = await (await import('./serve/serve.js')).serve(manifest, {
@@ -336,6 +338,7 @@ function registerServe(program: Command): void {
         everyMs: o.every === undefined ? undefined : durationArg('--every', o.every),
         keep: keepRules(o),
         run: o.run,
+        clone: o.clone,
         log: (m) => info(m),
         onReady: (uri) => {
           if (!o.run) process.stdout.write(`${uri}\n`);
