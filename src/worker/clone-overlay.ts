@@ -72,9 +72,11 @@ class PartitionClone {
 
   read(off: number, len: number): Promise<Buffer> {
     return this.run(async () => {
-      const out = Buffer.allocUnsafe(len);
       const bs = this.file.blockSize;
       const { first, last } = blockSpan(off, len, bs);
+      // Nothing of the range written to the clone: the base view as it comes, no copy.
+      if (this.written.size === 0 && this.file.mapped.size === 0) return this.base(off, len);
+      const out = Buffer.allocUnsafe(len);
       const jobs: Promise<void>[] = [];
       let runStart = first;
       let inOverlay = this.present(first);
