@@ -98,10 +98,32 @@ test('clones over NBD against a model: own writes only, images/snapshot/live unt
     assertSameBytes(await readExport(srv.exportUri('live'), path.join(t.dir, 'l.out')), liveBefore, 'live export after clone writes');
     assertSameBytes(await readExport(srv.exportUri('clone/c2'), path.join(t.dir, 'c2.out')), baseView, 'the other clone');
 
-    // qemu-io on the clone: a pattern across partitions, read back; then live writes that the clone must not see.
+    // Partial-block writes sent at once on one connection (aio), each a slice of the same few
+    // blocks not yet in the overlay: every slice must survive the base copies of the others.
+    const bs = fx.blockSize;
+    const slices: { offset: number; data: Buffer }[] = [];
+    for (let b = 40; b < 44; b++) for (let k = 0; k < 8; k++) slices.push({ offset: b * bs + k * (bs / 8) + 3, data: Buffer.alloc(bs / 8 - 6, 0x60 + k) });
+    const aio = [
+      ...slices.map((w) => `h.aio_pwrite(bytes.fromhex('${w.data.toString('hex')}'), ${w.offset})`),
+      'while h.aio_in_flight() > 0: h.poll(-1)',
+    ].join('\n');
+    fs.writeFileSync(path.join(t.dir, 'aio.py'), `${aio}\nh.flush()\nopen(${JSON.stringify(path.join(t.dir, 'aio.out'))}, 'wb').write(h.pread(h.get_size(), 0))\n`);
+    await runOk('nbdsh', ['-u', srv.exportUri('clone/c1'), '-c', `exec(open(${JSON.stringify(path.join(t.dir, 'aio.py'))}).read())`], { env: SYSTEM_PYTHON_ENV, timeoutMs: 60_000 });
+    apply(model, slices);
+    assertSameBytes(fs.readFileSync(path.join(t.dir, 'aio.out')), model, 'clone after concurrent partial writes of the same blocks');
+
+    // A newer snapshot taken and deleted (its logs merge into the clone's base snapshot's): the clone reads the same.
+    await ok(['create', fx.manifest, '--name', 'later']);
+    await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x44 0 ${fx.size}`, '-c', 'flush', srv.exportUri('live')]);
+    await ok(['delete', fx.manifest, 'later']);
+    assertSameBytes(await readExport(srv.exportUri('clone/c1'), path.join(t.dir, 'c1m.out')), model, 'clone after a newer snapshot was merged away');
+
+    // qemu-io on the clone: a pattern across partitions, read back; write-zeroes; then live writes that the clone must not see.
     const half = fx.size / 2;
     await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0xab 1000 ${half}`, '-c', `read -P 0xab 1000 ${half}`, '-c', 'flush', srv.exportUri('clone/c1')]);
     model.fill(0xab, 1000, 1000 + half);
+    await runOk('qemu-io', ['-f', 'raw', '-c', `write -z ${bs + 17} ${2 * bs}`, '-c', `read -P 0 ${bs + 17} ${2 * bs}`, '-c', 'flush', srv.exportUri('clone/c1')]);
+    model.fill(0, bs + 17, 3 * bs + 17);
     await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x33 0 ${fx.size}`, '-c', 'flush', srv.exportUri('live')]);
     assertSameBytes(await readExport(srv.exportUri('clone/c1'), path.join(t.dir, 'c1b.out')), model, 'clone c1 after live writes');
     assertSameBytes(await readExport(srv.exportUri('snapshot/base'), path.join(t.dir, 's2.out')), baseView, 'snapshot after live writes');
