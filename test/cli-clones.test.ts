@@ -94,6 +94,10 @@ test('clone commands offline: create, list, reset, delete; snapshots with clones
     assert.equal(await ok(['clone', 'list', fx.manifest]), 'no clones\n');
     await ok(['clone', 'create', fx.manifest, 'second', 'z']);
     assert.deepEqual(fs.readdirSync(path.join(store, 'clones')), ['z']);
+    // A clone directory without its record is damage: exit 3 naming the file.
+    fs.mkdirSync(path.join(store, 'clones', 'stray'));
+    await fails(3, ['clone', 'list', fx.manifest], /clones\/stray\/clone\.json: the record of clone "stray" is missing/);
+    fs.rmdirSync(path.join(store, 'clones', 'stray'));
     // Private like the rest of the store.
     assert.equal(fs.statSync(path.join(store, 'clones', 'z')).mode & 0o777, 0o700);
     for (const f of fs.readdirSync(path.join(store, 'clones', 'z'))) assert.equal(fs.statSync(path.join(store, 'clones', 'z', f)).mode & 0o777, 0o600, f);

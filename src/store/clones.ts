@@ -7,7 +7,7 @@
 // (delete, prune, serve --every): a snapshot with clones is never deleted.
 import fs from 'node:fs';
 import type { Volume } from '../manifest/layout.js';
-import { UsageError } from '../errors.js';
+import { IntegrityError, UsageError } from '../errors.js';
 import { readRecordSync, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { createOverlay, overlayUsedBytes, resetOverlayFiles } from '../formats/overlay.js';
@@ -40,14 +40,18 @@ export function cloneNames(storeDir: string): string[] {
 }
 
 export function readClone(storeDir: string, name: string): CloneRecord {
-  const file = cloneRecordFile(cloneDir(storeDir, name));
+  const dir = cloneDir(storeDir, name);
+  const file = cloneRecordFile(dir);
   let rec: CloneRecord;
   try {
     rec = readRecordSync<CloneRecord>(file, CLONE_KIND);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(`unknown clone ${JSON.stringify(name)} (run vsnap clone list to see them)`);
-    throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (!fs.existsSync(dir)) throw new UsageError(`unknown clone ${JSON.stringify(name)} (run vsnap clone list to see them)`);
+    // The directory is there, its record is not: damage (or something put there behind vsnap).
+    throw new IntegrityError(`${file}: the record of clone ${JSON.stringify(name)} is missing; move ${dir} out of the store`);
   }
+  if (rec.name !== name) throw new IntegrityError(`${file}: name ${JSON.stringify(rec.name)} does not match its directory ${JSON.stringify(name)}`);
   return rec;
 }
 
