@@ -133,6 +133,7 @@ export class CloneManager {
 
   /** Empty the clone's overlays in the workers (they drain its I/O first). */
   async reset(name: string): Promise<void> {
+    await this.pool.restartsDone();
     const c = await this.open(name);
     await this.pool.all((h) => h.control({ t: 'cloneReset', handle: c.spec.handle }));
     c.lost = undefined;
@@ -141,6 +142,7 @@ export class CloneManager {
 
   /** Before a delete: the workers drain and close the clone's overlays; later I/O on it fails. */
   async close(name: string): Promise<void> {
+    await this.pool.restartsDone();
     const p = this.opened.get(name);
     if (!p) return;
     const c = await p.catch(() => undefined);
