@@ -5,7 +5,7 @@
 // The clone's files are store/clones.ts's; its blocks are the workers'.
 //
 // FLUSH honesty across a worker's death: a worker keeps a clone's written
-// blocks unmapped until a checkpoint, so a worker killed with writes sent
+// blocks unmapped until a checkpoint, so a worker killed with writes acknowledged
 // since the clone's last FLUSH may have lost them. Every later FLUSH of that
 // clone then fails (as for a backing file whose sync failed), until the
 // clone is reset or the server restarts.
@@ -20,8 +20,8 @@ import type { WorkerHandle } from './worker-handle.js';
 
 interface OpenClone {
   spec: CloneSpec;
-  /** Per worker index: writes sent, and writes covered by the last successful FLUSH. */
-  sent: Map<number, number>;
+  /** Per worker index: writes acknowledged, and those covered by the last successful FLUSH. */
+  acked: Map<number, number>;
   flushed: Map<number, number>;
   lost: Error | undefined;
 }
@@ -47,7 +47,7 @@ export class CloneManager {
       p = (async () => {
         const rec = readClone(this.store.dir, name);
         const spec: CloneSpec = { handle: this.nextHandle++, name, snapshotId: rec.snapshot.id, dir: cloneDir(this.store.dir, name), force: rec.force };
-        const c: OpenClone = { spec, sent: new Map(), flushed: new Map(), lost: undefined };
+        const c: OpenClone = { spec, acked: new Map(), flushed: new Map(), lost: undefined };
         this.byName.set(name, c);
         await this.pool.all((h) => h.control({ t: 'cloneOpen', clone: spec }));
         return c;
@@ -72,7 +72,7 @@ export class CloneManager {
 
   private onWorkerExit(h: WorkerHandle): void {
     for (const c of this.byName.values()) {
-      if ((c.sent.get(h.index) ?? 0) > (c.flushed.get(h.index) ?? 0) && !c.lost) {
+      if ((c.acked.get(h.index) ?? 0) > (c.flushed.get(h.index) ?? 0) && !c.lost) {
         c.lost = new OperationError(`clone ${c.spec.name}: worker ${h.index} (pid ${h.pid}) died with writes not yet flushed; they may be lost, so every FLUSH of this clone fails until it is reset or the server restarts`);
       }
     }
@@ -94,9 +94,8 @@ export class CloneManager {
   private async modify(name: string, op: DataOp.Write | DataOp.Zero, offset: number, length: number, data: Buffer | undefined, fua: boolean): Promise<void> {
     const c = await this.open(name);
     await Promise.all(
-      mapVolumeRange(this.store.volume.partitions, offset, length).map((s) => {
-        c.sent.set(s.worker, (c.sent.get(s.worker) ?? 0) + 1);
-        return this.worker(s.worker).request({
+      mapVolumeRange(this.store.volume.partitions, offset, length).map(async (s) => {
+        await this.worker(s.worker).request({
           op,
           flags: fua ? FLAG_FUA : 0,
           partition: s.partition,
@@ -106,6 +105,8 @@ export class CloneManager {
           length: s.length,
           payload: data?.subarray(s.rangeOffset, s.rangeOffset + s.length),
         });
+        // Counted once acknowledged: a FLUSH covers the writes completed before it.
+        c.acked.set(s.worker, (c.acked.get(s.worker) ?? 0) + 1);
       }),
     );
   }
@@ -122,7 +123,7 @@ export class CloneManager {
   async flush(name: string): Promise<void> {
     const c = await this.open(name);
     if (c.lost) throw c.lost;
-    const upTo = new Map(c.sent);
+    const upTo = new Map(c.acked);
     await this.pool.all(async (h) => {
       const first = this.store.volume.partitions.find((p) => p.worker === h.index)!;
       await this.worker(h.index).request({ op: DataOp.Flush, flags: 0, partition: first.index, view: c.spec.snapshotId, clone: c.spec.handle, offset: 0, length: 0 });
@@ -137,7 +138,7 @@ export class CloneManager {
     const c = await this.open(name);
     await this.pool.all((h) => h.control({ t: 'cloneReset', handle: c.spec.handle }));
     c.lost = undefined;
-    c.flushed = new Map(c.sent);
+    c.flushed = new Map(c.acked);
   }
 
   /** Before a delete: the workers drain and close the clone's overlays; later I/O on it fails. */

@@ -46,25 +46,35 @@ export function socketOf(uri: string): string | undefined {
 export async function runOnServedClone(control: string, cmd: string, snap: string, log: (m: string) => void): Promise<number> {
   const catalogue = remoteCatalogue(control);
   const name = throwawayCloneName();
-  const made = await catalogue.cloneCreate({ snap, name });
-  // A signal to this process goes on to CMD (its status is what we exit
-  // with), and does not stop us before the clone is deleted.
+  // A signal to this process goes on to CMD (whose status is what we exit
+  // with) and never stops us before the clone is deleted; one that comes
+  // before CMD started means CMD does not start.
   let run: RunningCommand | undefined;
-  const onInt = () => run?.signal('SIGINT');
-  const onTerm = () => run?.signal('SIGTERM');
+  let stopped: NodeJS.Signals | undefined;
+  const on = (sig: NodeJS.Signals) => () => {
+    stopped ??= sig;
+    run?.signal(sig);
+  };
+  const onInt = on('SIGINT');
+  const onTerm = on('SIGTERM');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
   try {
-    if (!made.uri) throw new OperationError(`the server on ${control} did not say where clone ${name} is served`);
-    log(`running on clone ${name} of snapshot ${made.snapshot.id} "${made.snapshot.name}" at ${made.uri} (served by the server on ${control})`);
-    const sock = socketOf(made.uri);
-    run = runCommand(cmd, { uri: made.uri, control, ...(sock ? { socket: sock } : {}) }, log);
-    return await run.exited;
+    const made = await catalogue.cloneCreate({ snap, name });
+    try {
+      if (!made.uri) throw new OperationError(`the server on ${control} did not say where clone ${name} is served`);
+      if (stopped) return 128 + (os.constants.signals[stopped] ?? 0);
+      log(`running on clone ${name} of snapshot ${made.snapshot.id} "${made.snapshot.name}" at ${made.uri} (served by the server on ${control})`);
+      const sock = socketOf(made.uri);
+      run = runCommand(cmd, { uri: made.uri, control, ...(sock ? { socket: sock } : {}) }, log);
+      return await run.exited;
+    } finally {
+      await catalogue.cloneDelete({ names: [name] }).then(
+        () => log(`clone ${name} deleted`),
+        (err: Error) => log(`cannot delete clone ${name}: ${err.message}; delete it with vsnap clone delete`),
+      );
+    }
   } finally {
-    await catalogue.cloneDelete({ names: [name] }).then(
-      () => log(`clone ${name} deleted`),
-      (err: Error) => log(`cannot delete clone ${name}: ${err.message}; delete it with vsnap clone delete`),
-    );
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
   }

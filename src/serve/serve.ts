@@ -99,8 +99,11 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
         void (async () => {
           if (o.clone !== undefined) {
             const name = throwawayCloneName();
-            const made = await catalogue.cloneCreate({ snap: o.clone, name });
-            dropClone = () => catalogue.cloneDelete({ names: [name] });
+            const creating = catalogue.cloneCreate({ snap: o.clone, name });
+            // Set before it resolves: a signal meanwhile still deletes it (catalogue calls run in order).
+            dropClone = () => creating.then(() => catalogue.cloneDelete({ names: [name] }), () => undefined);
+            const made = await creating;
+            if (stopping) return; // a signal came first: no CMD
             vars.uri = exportUri(where, `clone/${name}`);
             o.log(`running on clone ${name} of snapshot ${made.snapshot.id} "${made.snapshot.name}" at ${vars.uri}`);
           }
