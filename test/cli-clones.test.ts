@@ -141,3 +141,26 @@ test('clone create of a stale snapshot exits 3 unless --force', async () => {
     t.cleanup();
   }
 });
+
+test('serve --every with --keep-last never deletes a snapshot that has clones', { timeout: 120_000 }, async () => {
+  const t = tmpdir();
+  let srv: Server | undefined;
+  try {
+    const fx = makeFixture(t.dir);
+    await ok(['create', fx.manifest, '--name', 'golden']);
+    await ok(['clone', 'create', fx.manifest, 'golden', 'keeper']);
+    srv = await startServe(fx.manifest, ['--every', '1s', '--keep-last', '1']);
+    // Wait for at least two periodic snapshots to have been taken and pruned.
+    for (let k = 0; k < 200 && (srv.log().match(/periodic snapshot \d+ taken/g) ?? []).length < 3; k++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok((srv.log().match(/periodic snapshot \d+ taken/g) ?? []).length >= 3, srv.log());
+    const names = (JSON.parse(await ok(['list', fx.manifest, '--json'])) as { name: string }[]).map((s) => s.name);
+    assert.equal(names[0], 'golden', `the cloned snapshot stays: ${names.join(', ')}`);
+    assert.ok(names.length <= 3, `the others are pruned: ${names.join(', ')}`);
+    assert.doesNotMatch(srv.log(), /periodic snapshot failed/);
+    await srv.stop();
+    srv = undefined;
+  } finally {
+    srv?.proc.kill('SIGKILL');
+    t.cleanup();
+  }
+});
