@@ -1,4 +1,4 @@
-// npm run bench [-- --only create,write,rss,nbd,restore,restore-cold,export,many --runs N --dir DIR]
+// npm run bench [-- --only create,write,rss,nbd,clone,restore,restore-cold,export,many --runs N --dir DIR]
 // Runs vsnap and its peers side by side in one run and prints medians and ratios.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -8,6 +8,7 @@ import { benchCreate, benchWrite, benchRss } from './snapshots.js';
 import { benchNbd } from './nbd.js';
 import { benchRestore, benchExport } from './workflows.js';
 import { benchMany } from './many.js';
+import { benchClone } from './clone.js';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,6 +27,7 @@ try {
   if (only.has('rss')) rows.push(...(await benchRss(dir, Number(arg('rss-mib', '1024')))));
   // NBD images default to tmpfs (§10 states the goal there); --dir overrides.
   if (only.has('nbd')) rows.push(...(await benchNbd(arg('dir', '/dev/shm'), runs)));
+  if (only.has('clone')) rows.push(...(await benchClone(arg('dir', '/dev/shm'), runs)));
   if (only.has('restore')) rows.push(...(await benchRestore(dir, runs)));
   if (only.has('restore-cold')) rows.push(...(await benchRestore(dir, runs, true)));
   if (only.has('export')) rows.push(...(await benchExport(dir, runs)));

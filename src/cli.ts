@@ -14,6 +14,7 @@ import type { KeepRules } from './prune/plan.js';
 import { EXIT_INTEGRITY } from './errors.js';
 import { VERSION } from './version.js';
 import type { LayoutReport } from './commands/validate.js';
+import { registerClone } from './cli/clone.js';
 
 // Command modules load on demand (await import in each action): a run pays
 // only for the command it runs, which matters for scripts calling vsnap often.
@@ -93,6 +94,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerVerify(program);
   registerRetention(program);
+  registerClone(program);
   return program;
 }
 
@@ -347,12 +349,14 @@ function registerServe(program: Command): void {
   )
     .option('--include-manual', "--every's prune may delete manual snapshots (created with --name) too; held ones never")
     .option('--run <cmd>', 'captive mode: run CMD with $uri and $socket set, stop, exit with its status')
+    .option('--clone <snap>', 'with --run: $uri is a throwaway clone of SNAP, deleted afterwards (through the running server, if one holds the volume)')
     .addHelpText(
       'after',
-      '\nExports: "" and "live" (read-write), "snapshot/<name>", "snapshot/<id>", "snapshot/latest" (read-only).\n' +
-        'While serving, create/list/show/delete/prune/status/hold/release from another shell go through the server.\n\n' +
+      '\nExports: "" and "live" (read-write), "snapshot/<name>", "snapshot/<id>", "snapshot/latest" (read-only), "clone/<name>" (read-write).\n' +
+        'While serving, create/list/show/delete/prune/status/clone/hold/release from another shell go through the server.\n\n' +
         'Example:\n  vsnap serve vol.json --every 1h --keep-hourly 24 --keep-daily 7\n' +
-        '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n',
+        '  vsnap serve vol.json --run \'qemu-img convert -f raw -O raw "$uri" /tmp/copy.raw\'\n' +
+        '  vsnap serve vol.json --clone pristine --run ./destructive-test.sh\n',
     )
     .action(async (manifest: string, o) => {
       const code = await (await import('./serve/serve.js')).serve(manifest, {
@@ -363,6 +367,7 @@ function registerServe(program: Command): void {
         keep: keepRules(o),
         includeManual: o.includeManual === true,
         run: o.run,
+        clone: o.clone,
         log: (m) => info(m),
         onReady: (uri) => {
           if (!o.run) process.stdout.write(`${uri}\n`);

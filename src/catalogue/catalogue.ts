@@ -66,6 +66,17 @@ export interface DeleteResult {
   deleted: { id: number; name: string }[];
 }
 
+/** A writable clone as clone create/list/reset print it (`clone list --json`). */
+export interface CloneInfo {
+  name: string;
+  snapshot: { id: number; name: string };
+  createdAt: string;
+  /** Bytes its overlays take on disk. */
+  usedBytes: number;
+  /** The NBD URI of its export `clone/<name>`, when a `vsnap serve` holds the volume. */
+  uri?: string;
+}
+
 /** No arguments (JSON has no "nothing", so an empty object). */
 export type NoArgs = Record<string, never>;
 
@@ -79,6 +90,10 @@ export interface CatalogueCalls {
   status: { args: NoArgs; result: StatusReport };
   hold: { args: { refs: string[] }; result: HoldResult };
   release: { args: { refs: string[] }; result: ReleaseResult };
+  cloneCreate: { args: { snap: string; name: string; force?: boolean }; result: CloneInfo };
+  cloneList: { args: NoArgs; result: CloneInfo[] };
+  cloneReset: { args: { name: string }; result: CloneInfo };
+  cloneDelete: { args: { names: string[] }; result: { deleted: string[] } };
 }
 
 export type Method = keyof CatalogueCalls;
@@ -88,7 +103,20 @@ export type Result<M extends Method> = CatalogueCalls[M]['result'];
 export type Catalogue = { readonly [M in Method]: (args: Args<M>) => Promise<Result<M>> };
 
 // A record rather than an array, so that a method missing here fails to compile.
-const METHOD_SET: Record<Method, true> = { create: true, list: true, show: true, delete: true, prune: true, status: true, hold: true, release: true };
+const METHOD_SET: Record<Method, true> = {
+  create: true,
+  list: true,
+  show: true,
+  delete: true,
+  prune: true,
+  status: true,
+  cloneCreate: true,
+  cloneList: true,
+  cloneReset: true,
+  cloneDelete: true,
+  hold: true,
+  release: true,
+};
 
 /** Every method name, in a stable order (for messages and generic wrappers). */
 export const METHODS = Object.keys(METHOD_SET) as Method[];

@@ -5,12 +5,14 @@
 import { UsageError } from '../errors.js';
 import { checkSnapshotName, defaultName, isManual, resolveRef } from '../store/names.js';
 import { readLock } from '../store/lock.js';
-import { planPrune } from '../prune/plan.js';
+import { planPrune, protection } from '../prune/plan.js';
 import { heldIds, planHold, planRelease, readHolds, writeHolds } from '../store/holds.js';
 import type { Store } from '../store/store.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import type { Catalogue, Method, StatusReport } from './catalogue.js';
 import { toInfo } from './snapshot-info.js';
+import { cloneCalls, type CloneHost } from './clones.js';
+import { refuseCloned, snapshotClones } from '../store/clones.js';
 
 /**
  * What each method needs opened when it runs without a server: whether the
@@ -26,9 +28,14 @@ export const LOCAL_OPEN: { readonly [M in Method]: { createStore: boolean; worke
   status: { createStore: false, workers: true },
   hold: { createStore: false, workers: false },
   release: { createStore: false, workers: false },
+  // Clones offline: their files only (no worker has them open).
+  cloneCreate: { createStore: false, workers: false },
+  cloneList: { createStore: false, workers: false },
+  cloneReset: { createStore: false, workers: false },
+  cloneDelete: { createStore: false, workers: false },
 };
 
-export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
+export function localCatalogue(store: Store, cluster?: Cluster, host: CloneHost = {}): Catalogue {
   const workers = (m: Method): Cluster => {
     // A caller bug (LOCAL_OPEN says which methods need the workers), not a user's.
     if (!cluster) throw new Error(`catalogue: ${m} needs the workers, but none were started`);
@@ -71,6 +78,7 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
         const refsText = blocked.map((b) => b.name).join(' ');
         throw new UsageError(`snapshot${blocked.length > 1 ? 's' : ''} ${names} ${blocked.length > 1 ? 'are' : 'is'} held; \`vsnap release ${store.volume.manifestPath} ${refsText}\` frees ${blocked.length > 1 ? 'them' : 'it'} (nothing was deleted)`);
       }
+      refuseCloned(store.dir, targets);
       const deleted: { id: number; name: string }[] = [];
       for (const t of targets) {
         await c.deleteSnapshot(t.id);
@@ -81,8 +89,9 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
 
     async prune({ rules, dryRun, includeManual }) {
       const c = workers('prune');
-      // Held snapshots are protected; the clones' "has clones" joins this map (prune/plan.ts protection()).
-      const protect = new Map([...(await held())].map((id) => [id, ['held']]));
+      // Held snapshots and snapshots with clones are protected: kept, never failed on.
+      const cloned = new Map([...snapshotClones(store.dir)].map(([id, names]) => [id, [`has clones (${names.join(', ')})`]]));
+      const protect = protection(new Map([...(await held())].map((id) => [id, ['held']])), cloned);
       const snaps = store.snapshots.map((s) => ({ ...s, manual: isManual(s) }));
       const plan = planPrune(snaps, rules, new Date(), { includeManual: includeManual === true, protect });
       // Oldest first: a snapshot with no predecessor just drops its logs.
@@ -107,6 +116,8 @@ export function localCatalogue(store: Store, cluster?: Cluster): Catalogue {
       if (plan.changed.length) await writeHolds(store.dir, plan.next);
       return { released: plan.changed, notHeld: plan.unchanged };
     },
+
+    ...cloneCalls(store, cluster, host),
   };
 }
 

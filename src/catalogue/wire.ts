@@ -30,6 +30,10 @@ const ARG_SCHEMAS: { readonly [M in Method]: z.ZodType<Args<M>> } = {
   status: z.strictObject({}),
   hold: z.strictObject({ refs: z.array(z.string()).min(1) }),
   release: z.strictObject({ refs: z.array(z.string()).min(1) }),
+  cloneCreate: z.strictObject({ snap: z.string(), name: z.string(), force: z.boolean().optional() }),
+  cloneList: z.strictObject({}),
+  cloneReset: z.strictObject({ name: z.string() }),
+  cloneDelete: z.strictObject({ names: z.array(z.string()) }),
 };
 
 /** A request checked against its method's schema. */

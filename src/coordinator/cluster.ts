@@ -21,6 +21,8 @@ import { isSyncFailure } from '../worker/extent-io.js';
 import { assertImagesFree } from '../io/image-lock.js';
 import { volumeFiles } from '../store/backing.js';
 import { chmodPrivateDir } from '../store/private.js';
+import { refuseCloned } from '../store/clones.js';
+import { CloneManager } from './clones.js';
 
 export type { Range, FileRange } from '../volume-map.js';
 
@@ -50,6 +52,12 @@ export class Cluster {
     const pool = new WorkerPool(store.volume, store, opts);
     await pool.start();
     return new Cluster(store.volume, store, pool, opts);
+  }
+
+  private cloneManager: CloneManager | undefined;
+  /** Writable clones: their I/O and their overlays in the workers (clones.ts). */
+  get clones(): CloneManager {
+    return (this.cloneManager ??= new CloneManager(this.store, this.pool));
   }
 
   get workers(): Map<number, WorkerHandle> {
@@ -287,6 +295,7 @@ export class Cluster {
    * restart from the disk; after it the delete has succeeded.
    */
   async deleteSnapshot(id: number): Promise<void> {
+    refuseCloned(this.store.dir, this.store.snapshots.filter((s) => s.id === id)); // a clone's base view must stay
     await this.pool.restartsDone();
     await this.ensureDurable();
     await this.store.markWriting();

@@ -5,7 +5,7 @@
 // agrees with the store (issue 9: a worker restarted with the list from
 // before a create lost the new snapshot's copy-on-write).
 import type { Volume } from '../manifest/layout.js';
-import type { ThawOutcome } from '../worker/protocol.js';
+import type { CloneSpec, ThawOutcome } from '../worker/protocol.js';
 import { readSnapshots, type Store } from '../store/store.js';
 import { WorkerHandle } from './worker-handle.js';
 
@@ -24,6 +24,8 @@ export class WorkerPool {
   private readonly restarting = new Map<number, Promise<unknown>>();
   /** Settles once the create or delete in progress has its outcome on disk. */
   private deciding: Promise<void> = Promise.resolve();
+  /** The clones the workers have open (coordinator/clones.ts sets it): a restarted worker opens them again. */
+  cloneSpecs: () => CloneSpec[] = () => [];
 
   constructor(
     private readonly volume: Volume,
@@ -70,6 +72,7 @@ export class WorkerPool {
         snapshots: ids,
         force: this.opts.force ?? false,
         stale: this.store.stale.map((s) => ({ ...s, snapshots: s.snapshots.filter((i) => ids.includes(i)) })).filter((s) => s.snapshots.length),
+        clones: this.cloneSpecs(),
       });
     } catch (err) {
       h.kill();

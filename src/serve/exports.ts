@@ -1,15 +1,17 @@
 // The NBD exports of a served volume (design.md §9): "" and "live" are the
 // live volume, read-write; "snapshot/<name>" and "snapshot/<id>" (and
 // "snapshot/latest") are snapshots, read-only; "snapshot/<T>@<S>" is T with
-// exactly one dirty bitmap, against S (not listed: there are n² of them).
-// Each export is a BlockDevice over the coordinator; bounds were checked by
-// the NBD layer. Dirty-bitmap contexts: bitmaps.ts.
+// exactly one dirty bitmap, against S (not listed: there are n² of them);
+// "clone/<name>" is a writable clone, read-write (its writes go to its
+// overlays, never to the volume). Each export is a BlockDevice over the
+// coordinator; bounds were checked by the NBD layer. Dirty-bitmap contexts: bitmaps.ts.
 import type { BlockDevice, BlockExtent, ExportProvider, MetaContext } from '../block.js';
 import { BlockError } from '../block.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import { StaleError, UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
 import { DirtyBitmaps } from './bitmaps.js';
+import { cloneNames } from '../store/clones.js';
 
 /** Errors from the volume stack, as the errno a client sees. */
 async function asBlockError<T>(p: Promise<T>): Promise<T> {
@@ -104,16 +106,53 @@ class SnapshotDevice implements BlockDevice {
   }
 }
 
+/** A writable clone: FLUSH makes every write acknowledged before it durable in its overlays. */
+class CloneDevice implements BlockDevice {
+  readonly readOnly = false;
+  constructor(
+    private readonly cluster: Cluster,
+    private readonly name: string,
+  ) {}
+  get size(): number {
+    return this.cluster.size;
+  }
+  get preferredBlockSize(): number {
+    return this.cluster.volume.blockSize;
+  }
+  read(offset: number, length: number): Promise<Buffer> {
+    return asBlockError(this.cluster.clones.read(this.name, offset, length));
+  }
+  write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    return asBlockError(this.cluster.clones.write(this.name, offset, data, fua));
+  }
+  zero(offset: number, length: number, fua: boolean): Promise<void> {
+    return asBlockError(this.cluster.clones.zero(this.name, offset, length, fua));
+  }
+  async trim(): Promise<void> {
+    // Advisory: the clone keeps its data.
+  }
+  flush(): Promise<void> {
+    return asBlockError(this.cluster.clones.flush(this.name));
+  }
+  async blockStatus(_offset: number, length: number): Promise<BlockExtent[]> {
+    return [{ length, flags: 0 }];
+  }
+}
+
 export class VolumeExports implements ExportProvider {
   constructor(private readonly cluster: Cluster) {}
 
   list(): string[] {
     const snaps = this.cluster.store.snapshots;
-    return ['live', ...snaps.map((s) => `snapshot/${s.name}`), ...snaps.map((s) => `snapshot/${s.id}`)];
+    return ['live', ...snaps.map((s) => `snapshot/${s.name}`), ...snaps.map((s) => `snapshot/${s.id}`), ...cloneNames(this.cluster.store.dir).map((n) => `clone/${n}`)];
   }
 
   open(name: string): BlockDevice | undefined {
     if (name === '' || name === 'live') return new LiveDevice(this.cluster);
+    if (name.startsWith('clone/')) {
+      const clone = name.slice('clone/'.length);
+      return cloneNames(this.cluster.store.dir).includes(clone) ? new CloneDevice(this.cluster, clone) : undefined;
+    }
     if (!name.startsWith('snapshot/')) return undefined;
     const ref = name.slice('snapshot/'.length);
     const snaps = this.cluster.store.snapshots;

@@ -44,3 +44,10 @@ export function controlSocketPath(storeDir: string): string {
   if (Buffer.byteLength(p) <= MAX_SUN_PATH) return p;
   return path.join(os.tmpdir(), `vsnap-${createHash('sha256').update(storeDir).digest('hex').slice(0, 16)}.sock`);
 }
+
+/** The NBD URI of one export of a served volume (the export name goes in the URI's path). */
+export function exportUri(plan: ListenPlan, exportName: string): string {
+  const name = encodeURI(exportName);
+  if (plan.kind === 'tcp') return `${plan.uri}${name}`;
+  return `nbd+unix:///${name}?socket=${plan.socketPath}`;
+}

@@ -2,18 +2,19 @@
 // catalogue commands through a control socket, periodic snapshots, and a
 // captive --run mode for CI scripts.
 import fs from 'node:fs';
-import os from 'node:os';
-import { spawn } from 'node:child_process';
 import { loadManifest } from '../manifest/load.js';
 import { Store } from '../store/store.js';
 import { Cluster } from '../coordinator/cluster.js';
 import { createNbdServer } from '../nbd/index.js';
 import { VolumeExports } from './exports.js';
 import { hostCatalogue, type ControlHost } from './control.js';
-import { planListen, controlSocketPath } from './listen.js';
+import { planListen, controlSocketPath, exportUri } from './listen.js';
 import { localCatalogue } from '../catalogue/local.js';
 import { wrapCatalogue } from '../catalogue/catalogue.js';
 import type { KeepRules } from '../prune/plan.js';
+import { UsageError } from '../errors.js';
+import { servedBy } from '../session.js';
+import { runCommand, runOnServedClone, throwawayCloneName } from './run-command.js';
 
 export interface ServeOptions {
   socket?: string;
@@ -24,6 +25,8 @@ export interface ServeOptions {
   /** --every's prune considers manual snapshots too (prune --include-manual). */
   includeManual?: boolean;
   run?: string;
+  /** With run: CMD gets a throwaway clone of this snapshot as $uri, deleted afterwards. */
+  clone?: string;
   log: (msg: string) => void;
   /** Told the URI once listening (the CLI prints it on stdout). */
   onReady?: (uri: string) => void;
@@ -31,6 +34,12 @@ export interface ServeOptions {
 
 /** Serve until SIGINT/SIGTERM (exit 0) or until --run's command ends (its status). */
 export async function serve(manifest: string, o: ServeOptions): Promise<number> {
+  if (o.clone !== undefined && o.run === undefined) throw new UsageError('--clone: only with --run (CMD gets a throwaway clone of the snapshot)');
+  if (o.clone !== undefined && o.run !== undefined) {
+    // Another server holds the volume: CMD runs on a clone it serves.
+    const control = servedBy(manifest);
+    if (control) return runOnServedClone(control, o.run, o.clone, o.log);
+  }
   const volume = loadManifest(manifest);
   const where = planListen(o, volume.storeDir);
   const control = controlSocketPath(volume.storeDir);
@@ -39,6 +48,7 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
   let nbd: ReturnType<typeof createNbdServer> | undefined;
   let ctl: ControlHost | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let dropClone: (() => Promise<unknown>) | undefined;
   try {
     cluster = await Cluster.start(store, { restartWorkers: true, log: o.log });
     const c = cluster;
@@ -49,7 +59,7 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
       queue = p.catch(() => {});
       return p;
     };
-    const local = localCatalogue(store, c);
+    const local = localCatalogue(store, c, { exportUri: (name) => exportUri(where, name) });
     const catalogue = wrapCatalogue(local, (_method, fn) => serial(fn));
     nbd = createNbdServer(new VolumeExports(c), { log: o.log });
     await nbd.listen(where.kind === 'unix' ? { socketPath: where.socketPath } : { host: where.host, port: where.port });
@@ -67,6 +77,7 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
         }).catch((err: Error) => o.log(`periodic snapshot failed: ${err.message}`));
       }, o.everyMs);
     }
+    let failure: Error | undefined;
     const code = await new Promise<number>((resolve) => {
       // Listeners stay for the whole shutdown: a second signal (or a library's
       // signal hook finding no other listener) must not kill the server half
@@ -85,23 +96,36 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
       o.log(`serving ${volume.name} at ${where.uri} (control socket ${control})`);
       o.onReady?.(where.uri);
       if (o.run) {
-        const env: Record<string, string> = { ...(process.env as Record<string, string>), uri: where.uri, control };
-        if (where.kind === 'unix') env.socket = where.socketPath;
-        const child = spawn('/bin/sh', ['-c', o.run], { stdio: 'inherit', env });
-        // As a shell reports it: 128 + the signal's number when CMD was killed.
-        child.on('exit', (status, signal) => resolve(status ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
-        child.on('error', (err) => {
-          o.log(`--run: ${err.message}`);
-          resolve(127);
+        const cmd = o.run;
+        const vars: Record<string, string> = { uri: where.uri, control };
+        if (where.kind === 'unix') vars.socket = where.socketPath;
+        void (async () => {
+          if (o.clone !== undefined) {
+            const name = throwawayCloneName();
+            const creating = catalogue.cloneCreate({ snap: o.clone, name });
+            // Set before it resolves: a signal meanwhile still deletes it (catalogue calls run in order).
+            dropClone = () => creating.then(() => catalogue.cloneDelete({ names: [name] }), () => undefined);
+            const made = await creating;
+            if (stopping) return; // a signal came first: no CMD
+            vars.uri = exportUri(where, `clone/${name}`);
+            o.log(`running on clone ${name} of snapshot ${made.snapshot.id} "${made.snapshot.name}" at ${vars.uri}`);
+          }
+          resolve(await runCommand(cmd, vars, o.log).exited);
+        })().catch((err: Error) => {
+          failure = err;
+          resolve(1);
         });
       }
     });
+    if (failure) throw failure;
     return code;
   } finally {
     if (timer) clearInterval(timer);
     // Requests already read are answered before the workers stop.
     await nbd?.close().catch((err: Error) => o.log(`closing NBD: ${err.message}`));
     await ctl?.close();
+    // The throwaway clone of --run --clone goes, whatever CMD did.
+    await dropClone?.().catch((err: Error) => o.log(`cannot delete the --run clone: ${err.message}`));
     fs.rmSync(control, { force: true });
     try {
       if (cluster) {

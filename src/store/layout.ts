@@ -18,7 +18,10 @@
 //   <store>/snapshots/<id>.deleting/ a delete past its merge (removed at open)
 //   <store>/nbd.sock                 vsnap serve's default NBD socket
 //   <store>/control.sock             vsnap serve's control socket (when it fits)
-//   <store>/clones/<name>/           reserved for writable clones
+//   <store>/clones/<name>/           a writable clone
+//       clone.json                   its record
+//       <partition>.ovl / .ovm       its overlay per partition (data, map)
+//   <store>/clones/<name>+new/ +del/ a clone create / delete in progress
 import path from 'node:path';
 
 export const VOLUME_FILE = 'volume.json';
@@ -148,7 +151,24 @@ export function controlSocketInStore(storeDir: string): string {
   return path.join(storeDir, CONTROL_SOCKET);
 }
 
-/** Reserved for writable clones (not used yet). */
+export function clonesDir(storeDir: string): string {
+  return path.join(storeDir, CLONES_DIR);
+}
+
+/** A clone's directory (names follow the snapshot-name rules, which exclude '+'). */
 export function cloneDir(storeDir: string, name: string): string {
   return path.join(storeDir, CLONES_DIR, name);
+}
+
+/** Suffixes of a clone directory being created / deleted ('+' never appears in a name). */
+export const CLONE_NEW_SUFFIX = '+new';
+export const CLONE_DEL_SUFFIX = '+del';
+
+export function cloneRecordFile(dir: string): string {
+  return path.join(dir, 'clone.json');
+}
+
+/** The overlay files of one partition inside a clone directory. */
+export function overlayFiles(dir: string, partitionId: string): { data: string; map: string } {
+  return { data: path.join(dir, `${partitionId}.ovl`), map: path.join(dir, `${partitionId}.ovm`) };
 }

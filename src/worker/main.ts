@@ -23,6 +23,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
 import { changedRuns } from './changed-range.js';
 import { verifyPartitions } from './verify.js';
+import { WorkerClones } from './clone-overlay.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
 import { readState, writeState, recordCut, type PartitionState } from '../store/partition-state.js';
@@ -62,6 +63,7 @@ class Worker {
   handles!: HandleCache;
   open!: OpenRequest;
   states = new Map<string, PartitionState>();
+  clones!: WorkerClones;
   private dirty: Promise<void> | undefined;
   /** Partitions whose last worker crashed: its writes to their files are unaccounted for. */
   private tookOver = new Set<string>();
@@ -83,6 +85,8 @@ class Worker {
         await recordCut(o.storeDir, partition, this.states.get(partition)!, snapshotId, length);
       },
     };
+    this.clones = new WorkerClones(o, () => this.engines.values(), (i) => this.engine(i));
+    for (const c of o.clones ?? []) this.clones.add(c);
     const unsynced: string[] = [];
     const unsyncedLogs: string[] = [];
     for (const spec of o.partitions) {
@@ -217,6 +221,9 @@ class Worker {
       })),
     }),
     verify: (req) => verifyPartitions(req),
+    cloneOpen: async (req) => (this.clones.add(req.clone), null),
+    cloneReset: async (req) => (await this.clones.reset(req.handle), null),
+    cloneClose: async (req) => (await this.clones.close(req.handle, false), null),
     close: async () => {
       await this.close();
       return null;
@@ -278,6 +285,7 @@ class Worker {
     await Promise.allSettled([...this.unfinished]);
     await this.gate.freeze();
     await this.handles.sync();
+    await this.clones.closeAll();
     for (const e of this.engines.values()) {
       const s = this.states.get(e.spec.id)!;
       const logs: Record<string, number> = {};
@@ -335,7 +343,8 @@ link.onFrame((frame) => {
   let work: Promise<Buffer | undefined>;
   try {
     const e = worker.engine(r.partition);
-    switch (r.op) {
+    if (r.clone) work = cloneIo(r, payload);
+    else switch (r.op) {
       case DataOp.Read:
         work = e.read(r.view, r.offset, r.length);
         break;
@@ -359,6 +368,23 @@ link.onFrame((frame) => {
     (err) => link.sendFrame(encodeReply(r.reqId, false, Buffer.from(JSON.stringify(serializeError(err))))),
   );
 });
+
+/** A data request on a clone: its overlay, else its base snapshot's view (clone-overlay.ts). */
+function cloneIo(r: ReturnType<typeof decodeRequest>, payload: Buffer | undefined): Promise<Buffer | undefined> {
+  const h = r.clone!;
+  switch (r.op) {
+    case DataOp.Read:
+      return worker.clones.read(h, r.partition, r.offset, r.length);
+    case DataOp.Write:
+      return worker.clones.write(h, r.partition, r.offset, payload ?? Buffer.alloc(0), (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+    case DataOp.Zero:
+      return worker.clones.zero(h, r.partition, r.offset, r.length, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+    case DataOp.Flush:
+      return worker.clones.flush(h).then(() => undefined);
+    default:
+      return Promise.reject(new Error(`unknown data op ${r.op}`));
+  }
+}
 
 // The coordinator is gone (killed, or it ended the link): nobody is left to serve.
 link.onClose(() => process.exit(0));

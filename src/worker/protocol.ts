@@ -36,6 +36,20 @@ export interface OpenRequest {
   force: boolean;
   /** Snapshots a foreign writer made stale, per partition id (decided by the coordinator). */
   stale: { partition: string; snapshots: number[]; reason: string }[];
+  /** Writable clones the coordinator has opened (a restarted worker gets them again). */
+  clones?: CloneSpec[];
+}
+
+/** A writable clone as a worker knows it: data frames name it by `handle` (coordinator-assigned, > 0). */
+export interface CloneSpec {
+  handle: number;
+  name: string;
+  /** Its base snapshot: reads of blocks not in the overlay take this snapshot's view. */
+  snapshotId: number;
+  /** The clone's directory (its overlays are <partition>.ovl/.ovm there). */
+  dir: string;
+  /** Base reads are not refused when the snapshot is reported stale (clone create --force). */
+  force: boolean;
 }
 
 export interface PartitionSnapshotReply {
@@ -136,6 +150,12 @@ export interface ControlRequests {
   export: { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean };
   status: { t: 'status' };
   verify: VerifyRequest;
+  /** Know a clone (idempotent); its overlays open at its first I/O. */
+  cloneOpen: { t: 'cloneOpen'; clone: CloneSpec };
+  /** Drain the clone's I/O and empty its overlays (clone reset). */
+  cloneReset: { t: 'cloneReset'; handle: number };
+  /** Drain the clone's I/O and close its overlays; later I/O on the handle fails (clone delete). */
+  cloneClose: { t: 'cloneClose'; handle: number };
   close: { t: 'close' };
 }
 
@@ -154,6 +174,9 @@ export interface ControlReplies {
   export: { bytes: number };
   status: WorkerStatus;
   verify: { problems: VerifyProblem[]; bytesRead: number };
+  cloneOpen: null;
+  cloneReset: null;
+  cloneClose: null;
   close: null;
 }
 
@@ -182,7 +205,8 @@ export const FLAG_FUA = 1;
 /**
  * Request frame, 32-byte header then payload (writes only):
  *   u32 frame length (header + payload), u8 op, u8 flags, u16 partition index,
- *   u32 request id, u32 view (snapshot id, 0 = live), f64 offset, u32 length, u32 reserved.
+ *   u32 request id, u32 view (snapshot id, 0 = live), f64 offset, u32 length,
+ *   u32 clone handle (0 = none; else the request is on that clone, whose base snapshot is `view`).
  * Reply frame, 16-byte header then payload:
  *   u32 frame length, u8 status (0 ok, 1 error), u8 0, u16 0, u32 request id, u32 reserved;
  *   payload: data for a read, JSON SerializedError for an error.
@@ -200,6 +224,8 @@ export interface DataRequest {
   view: number;
   offset: number;
   length: number;
+  /** A clone's handle (CloneSpec.handle), or 0/absent for the live volume or a snapshot. */
+  clone?: number;
   payload?: Buffer;
 }
 
@@ -214,7 +240,7 @@ export function encodeRequest(r: DataRequest): Buffer[] {
   h.writeUInt32LE(r.view, 12);
   h.writeDoubleLE(r.offset, 16);
   h.writeUInt32LE(r.length, 24);
-  h.writeUInt32LE(0, 28);
+  h.writeUInt32LE(r.clone ?? 0, 28);
   return r.payload ? [h, r.payload] : [h];
 }
 
@@ -227,6 +253,7 @@ export function decodeRequest(frame: Buffer): DataRequest {
     view: frame.readUInt32LE(12),
     offset: frame.readDoubleLE(16),
     length: frame.readUInt32LE(24),
+    clone: frame.readUInt32LE(28),
     payload: frame.length > REQ_HEADER ? frame.subarray(REQ_HEADER) : undefined,
   };
 }

@@ -13,7 +13,7 @@ const BAD: [string, RegExp][] = [
   ['[1,2]', /must be a JSON object such as \{"cmd":"list"\} \(got \[1,2\]\)/],
   ['null', /must be a JSON object .*\(got null\)/],
   ['"list"', /must be a JSON object .*\(got "list"\)/],
-  ['{}', /^control socket: cmd: missing \(expected one of create, list, show, delete, prune, status, hold, release\)$/],
+  ['{}', /^control socket: cmd: missing \(expected one of create, list, show, delete, prune, status, cloneCreate, cloneList, cloneReset, cloneDelete, hold, release\)$/],
   ['{"cmd":"frobnicate"}', /cmd: unknown command "frobnicate" \(expected one of create, list/],
   ['{"cmd":"toString"}', /cmd: unknown command "toString"/],
   ['{"cmd":"__proto__"}', /cmd: unknown command "__proto__"/],
@@ -34,6 +34,8 @@ const BAD: [string, RegExp][] = [
   ['{"cmd":"hold","refs":[]}', /^control socket: hold: refs: .*\(got \[\]\)$/],
   ['{"cmd":"release","refs":[3]}', /^control socket: release: refs\.0 must be a string \(got 3\)$/],
   ['{"cmd":"list","extra":1}', /^control socket: list: unknown field "extra"$/],
+  ['{"cmd":"cloneCreate","snap":"base"}', /^control socket: cloneCreate: name is required \(a string\)$/],
+  ['{"cmd":"cloneDelete","names":"c"}', /^control socket: cloneDelete: names must be an array \(got "c"\)$/],
   ['{"cmd":"status","a":1,"b":2}', /status: unknown fields "a", "b"/],
 ];
 
@@ -68,6 +70,10 @@ test('well-formed requests come out typed by method, and encodeRequest round-tri
     encodeRequest('release', { refs: ['latest'] }),
     encodeRequest('status', {}),
     encodeRequest('list', {}),
+    encodeRequest('cloneCreate', { snap: 'latest', name: 'c', force: true }),
+    encodeRequest('cloneList', {}),
+    encodeRequest('cloneReset', { name: 'c' }),
+    encodeRequest('cloneDelete', { names: ['c', 'd'] }),
   ];
   for (const line of cases) {
     assert.ok(line.endsWith('\n') && line.indexOf('\n') === line.length - 1, 'one line');

@@ -1,0 +1,86 @@
+// The overlay format (docs/formats.md "Writable clones"): headers checked
+// field by field, map records appended only as told, a torn map tail cut at
+// open, damage before valid records refused, reset empties both files.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { tmpdir } from '../helpers/cli.js';
+import { IntegrityError } from '../../src/errors.js';
+import {
+  MAP_RECORD_SIZE,
+  OVERLAY_HEADER_SIZE,
+  OverlayFile,
+  createOverlay,
+  encodeMapRecord,
+  resetOverlayFiles,
+  scanMap,
+  type OverlayHeader,
+} from '../../src/formats/overlay.js';
+
+const H: OverlayHeader = { partitionId: 'p0', blockSize: 4096, blockCount: 64, snapshotId: 3, fingerprint: 'ab'.repeat(32) };
+
+function paths(dir: string) {
+  return { data: path.join(dir, 'p0.ovl'), map: path.join(dir, 'p0.ovm') };
+}
+
+test('scanMap: valid records, a torn tail is cut, damage before valid records is refused', () => {
+  const recs = Buffer.concat([encodeMapRecord(1), encodeMapRecord(5), encodeMapRecord(63)]);
+  assert.deepEqual(scanMap(recs, 64, 'm'), { blocks: [1, 5, 63], validBytes: 48 });
+  // A partial trailing record and a zeroed one are a torn append.
+  assert.deepEqual(scanMap(Buffer.concat([recs, Buffer.alloc(7)]), 64, 'm').validBytes, 48);
+  assert.deepEqual(scanMap(Buffer.concat([recs, Buffer.alloc(MAP_RECORD_SIZE)]), 64, 'm').validBytes, 48);
+  // Out of range is invalid.
+  assert.deepEqual(scanMap(encodeMapRecord(64), 64, 'm').blocks, []);
+  // A flipped bit in record 1 with record 2 still valid: damage, named by offset.
+  const bad = Buffer.from(recs);
+  bad[MAP_RECORD_SIZE + 9] ^= 1;
+  assert.throws(() => scanMap(bad, 64, 'file.ovm'), (e: Error) => e instanceof IntegrityError && /file\.ovm at offset 4112: invalid map record followed by valid ones/.test(e.message));
+});
+
+test('overlay files: create, write, map only what is appended, reopen, torn tail, header mismatch, reset', async () => {
+  const t = tmpdir();
+  try {
+    const p = paths(t.dir);
+    await createOverlay(p, H);
+    assert.equal(fs.statSync(p.data).size, OVERLAY_HEADER_SIZE);
+    await assert.rejects(createOverlay(p, H), /EEXIST/);
+    let o = await OverlayFile.open(p, H);
+    await o.write(2 * 4096, [Buffer.alloc(4096, 7), Buffer.alloc(4096, 8)]);
+    await o.syncData();
+    await o.appendMapped([2]);
+    await o.close();
+    o = await OverlayFile.open(p, H);
+    assert.deepEqual([...o.mapped], [2], 'block 3 was written but never mapped');
+    const buf = Buffer.alloc(4096);
+    await o.read(2 * 4096, 4096, buf, 0);
+    assert.ok(buf.equals(Buffer.alloc(4096, 7)));
+    await o.close();
+    // A torn append: half a record at the end is cut at open.
+    fs.appendFileSync(p.map, encodeMapRecord(9).subarray(0, 10));
+    o = await OverlayFile.open(p, H);
+    assert.deepEqual([...o.mapped], [2]);
+    await o.close();
+    assert.equal(fs.statSync(p.map).size, OVERLAY_HEADER_SIZE + MAP_RECORD_SIZE);
+    // Another clone's (or snapshot's) overlay is refused, naming the field.
+    await assert.rejects(OverlayFile.open(p, { ...H, snapshotId: 4 }), (e: Error) => e instanceof IntegrityError && /p0\.ovl at offset 0: snapshotId is 3, the clone expects 4/.test(e.message));
+    fs.writeFileSync(p.map, Buffer.alloc(100));
+    await assert.rejects(OverlayFile.open(p, H), /p0\.ovm at offset 0: overlay header is 100 bytes/);
+    // Reset of files nobody has open.
+    fs.rmSync(p.data);
+    fs.rmSync(p.map);
+    await createOverlay(p, H);
+    o = await OverlayFile.open(p, H);
+    await o.write(0, [Buffer.alloc(4096, 1)]);
+    await o.syncData();
+    await o.appendMapped([0]);
+    await o.close();
+    await resetOverlayFiles(p);
+    o = await OverlayFile.open(p, H);
+    assert.equal(o.mapped.size, 0);
+    await o.close();
+    assert.equal(fs.statSync(p.data).size, OVERLAY_HEADER_SIZE);
+  } finally {
+    t.cleanup();
+  }
+});
