@@ -55,8 +55,9 @@ async function catalogueChecks(manifest: string, store: string): Promise<void> {
   await fails(2, ['delete', manifest, 'second', 'base'], /has clones/);
   const snaps = JSON.parse(await ok(['list', manifest, '--json'])) as { name: string }[];
   assert.deepEqual(snaps.map((s) => s.name), ['base', 'second', 'third']);
-  // prune keeps them (as kept, with the reason), deletes the rest, and exits 0.
-  const pruned = JSON.parse(await ok(['prune', manifest, '--keep-last', '0', '--json'])) as { kept: { name: string; reasons: string[] }[]; deleted: { name: string }[] };
+  // prune keeps them (as kept, with the reason), deletes the rest, and exits 0
+  // (the snapshots here were named, so manual: --include-manual lets prune see them).
+  const pruned = JSON.parse(await ok(['prune', manifest, '--keep-last', '0', '--include-manual', '--json'])) as { kept: { name: string; reasons: string[] }[]; deleted: { name: string }[] };
   assert.deepEqual(pruned.deleted.map((d) => d.name), ['third']);
   assert.deepEqual(pruned.kept.map((d) => d.name), ['base', 'second']);
   assert.match(pruned.kept[0].reasons.join(), /has clones \(ci-1\)/);
