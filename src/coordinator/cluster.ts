@@ -9,7 +9,7 @@ import { mapVolumeRange, changedRanges, type Range, type FileRange } from '../vo
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError, describeErrnoError, isErrnoError } from '../errors.js';
-import { DataOp, FLAG_FUA, type ExportTarget, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
+import { DataOp, FLAG_FUA, decodeExtents, type ExportTarget, type PartitionSnapshotReply, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
 import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
 import type { WorkerHandle } from './worker-handle.js';
@@ -155,6 +155,19 @@ export class Cluster {
     } finally {
       this.gate.leave();
     }
+  }
+
+  /** Allocation map of a view from offset (worker/allocation.ts): consecutive extents, possibly ending short. */
+  async blockStatus(view: number, offset: number, length: number): Promise<{ length: number; flags: number }[]> {
+    if (view !== 0) this.store.checkChain(view);
+    const segs = mapVolumeRange(this.volume.partitions, offset, length);
+    const parts = await Promise.all(segs.map(async (s) => decodeExtents(await this.worker(s.worker).request({ op: DataOp.BlockStatus, flags: 0, partition: s.partition, view, offset: s.partOffset, length: s.length }))));
+    const out: { length: number; flags: number }[] = [];
+    for (let k = 0; k < parts.length; k++) {
+      for (const e of parts[k]) out.push(e);
+      if (parts[k].reduce((a, e) => a + e.length, 0) < segs[k].length) break; // a piece answered short: so does the whole
+    }
+    return out;
   }
 
   /**

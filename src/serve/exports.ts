@@ -45,9 +45,9 @@ class LiveDevice implements BlockDevice {
   flush(): Promise<void> {
     return asBlockError(this.cluster.flush());
   }
-  async blockStatus(_offset: number, length: number): Promise<BlockExtent[]> {
-    // Raw backing files give no cheap allocation map through Node: report data.
-    return [{ length, flags: 0 }];
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    // The backing files' holes (worker/allocation.ts).
+    return asBlockError(this.cluster.blockStatus(0, offset, length));
   }
 }
 
@@ -76,8 +76,9 @@ class SnapshotDevice implements BlockDevice {
     throw new BlockError('EPERM', 'snapshots are read-only');
   }
   async flush(): Promise<void> {}
-  async blockStatus(_offset: number, length: number): Promise<BlockExtent[]> {
-    return [{ length, flags: 0 }];
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    // Logged blocks are data; the others follow the live source's allocation.
+    return asBlockError(this.cluster.blockStatus(this.id, offset, length));
   }
 }
 

@@ -10,6 +10,7 @@ import {
   DataOp,
   FLAG_FUA,
   decodeRequest,
+  encodeExtents,
   encodeReply,
   type ControlKind,
   type ControlReplies,
@@ -21,6 +22,7 @@ import {
 } from './protocol.js';
 import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
+import { allocation } from './allocation.js';
 import { verifyPartitions } from './verify.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
@@ -317,6 +319,9 @@ link.onFrame((frame) => {
         break;
       case DataOp.Zero:
         work = e.zero(r.offset, r.length, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+        break;
+      case DataOp.BlockStatus:
+        work = Promise.resolve(encodeExtents(allocation(e, worker.handles, r.view, r.offset, r.length)));
         break;
       case DataOp.Flush:
         work = worker.handles.sync().then(() => undefined);
