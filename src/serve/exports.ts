@@ -2,7 +2,7 @@
 // live volume, read-write; "snapshot/<name>" and "snapshot/<id>" (and
 // "snapshot/latest") are snapshots, read-only. Each export is a BlockDevice
 // over the coordinator; bounds were checked by the NBD layer.
-import type { BlockDevice, BlockExtent, ExportProvider } from '../block.js';
+import type { BlockDevice, BlockExtent, ExportProvider, ZeroOptions } from '../block.js';
 import { BlockError } from '../block.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import { StaleError, UsageError } from '../errors.js';
@@ -15,7 +15,7 @@ async function asBlockError<T>(p: Promise<T>): Promise<T> {
   } catch (err) {
     if (err instanceof BlockError) throw err;
     const e = err as Error & { errno?: string };
-    if (e.errno === 'ENOSPC') throw new BlockError('ENOSPC', e.message);
+    if (e.errno === 'ENOSPC' || e.errno === 'ENOTSUP') throw new BlockError(e.errno, e.message);
     if (err instanceof StaleError || err instanceof UsageError) throw new BlockError('EIO', e.message);
     throw new BlockError('EIO', e?.message ?? String(err));
   }
@@ -23,6 +23,8 @@ async function asBlockError<T>(p: Promise<T>): Promise<T> {
 
 class LiveDevice implements BlockDevice {
   readonly readOnly = false;
+  /** A fast zero is done when it needs no copy-on-write and the file system punches holes (worker/zeroing.ts). */
+  readonly canFastZero = true;
   constructor(private readonly cluster: Cluster) {}
   get size(): number {
     return this.cluster.size;
@@ -36,11 +38,12 @@ class LiveDevice implements BlockDevice {
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     return asBlockError(this.cluster.write(offset, data, fua));
   }
-  zero(offset: number, length: number, fua: boolean): Promise<void> {
-    return asBlockError(this.cluster.zero(offset, length, fua));
+  zero(offset: number, length: number, fua: boolean, opts: ZeroOptions = {}): Promise<void> {
+    return asBlockError(this.cluster.zero(offset, length, fua, opts));
   }
-  async trim(): Promise<void> {
-    // Advisory, and a discard must never lose what a snapshot reads: keep the data.
+  trim(offset: number, length: number, fua: boolean): Promise<void> {
+    // Punches only blocks no snapshot needs copied first (worker/zeroing.ts).
+    return asBlockError(this.cluster.zero(offset, length, fua, { trim: true }));
   }
   flush(): Promise<void> {
     return asBlockError(this.cluster.flush());

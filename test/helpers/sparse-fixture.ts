@@ -22,7 +22,8 @@ export interface MapEntry {
 /**
  * Awkward geometry over sparse files: partitions spanning files, extents not
  * block-aligned inside (512-byte multiples), extents in non-file order, gaps.
- * Files: a.img 8 MiB, b.img 6 MiB, all holes until `fill` writes data.
+ * Files: a.img 8 MiB, b.img 6 MiB, all holes until putFile writes data. The
+ * volume is named `model`, as test/crash/harness.ts's readers of the store expect.
  */
 export function makeSparseFixture(dir: string, blockSize = 64 * KiB): Fixture & { volumeOffsets: number[] } {
   const files: Record<string, number> = { 'a.img': 8 * MiB, 'b.img': 6 * MiB };
@@ -52,7 +53,7 @@ export function makeSparseFixture(dir: string, blockSize = 64 * KiB): Fixture & 
     initial.set(f, Buffer.alloc(size));
   }
   const manifest = path.join(dir, 'volume.json');
-  fs.writeFileSync(manifest, JSON.stringify({ name: 'sparse', blockSize, partitions }, null, 2));
+  fs.writeFileSync(manifest, JSON.stringify({ name: 'model', blockSize, partitions }, null, 2));
   const lengths = partitions.map((p) => p.extents.reduce((a, e) => a + e.length, 0));
   const volumeOffsets = lengths.map((_, k) => lengths.slice(0, k).reduce((a, b) => a + b, 0));
   return { dir, manifest, blockSize, size: lengths.reduce((a, b) => a + b, 0), partitions, initial, volumeOffsets };
