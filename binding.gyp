@@ -4,6 +4,11 @@
       "target_name": "vsnap_native",
       "sources": ["native/image_lock.c"],
       "cflags": ["-Wall", "-Wextra", "-Werror"]
+    },
+    {
+      "target_name": "vsnap_sparse",
+      "sources": ["native/sparse.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror"]
     }
   ]
 }

@@ -1,8 +1,8 @@
 // Builds the native addon (native/, binding.gyp) with node-gyp: run by
 // `npm ci`/`npm install` (the install script) and by `npm run build`, so a
 // fresh clone and a work tree that predates the addon both get it.
-// Skips the compile when build/Release/vsnap_native.node is newer than its
-// sources. Never downloads headers: it builds against the running Node's own
+// Skips the compile when every build/Release/*.node it makes is newer than
+// the sources. Never downloads headers: it builds against the running Node's own
 // (<prefix>/include/node) unless npm's nodedir says otherwise.
 import { existsSync, statSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -11,11 +11,12 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const output = join(root, 'build', 'Release', 'vsnap_native.node');
+// image_lock.c -> vsnap_native.node, sparse.c -> vsnap_sparse.node (binding.gyp).
+const outputs = ['vsnap_native', 'vsnap_sparse'].map((t) => join(root, 'build', 'Release', `${t}.node`));
 const sources = [join(root, 'binding.gyp'), ...readdirSync(join(root, 'native')).map((n) => join(root, 'native', n))];
 
-if (existsSync(output) && process.env.VSNAP_REBUILD_NATIVE !== '1') {
-  const built = statSync(output).mtimeMs;
+if (outputs.every((o) => existsSync(o)) && process.env.VSNAP_REBUILD_NATIVE !== '1') {
+  const built = Math.min(...outputs.map((o) => statSync(o).mtimeMs));
   if (sources.every((s) => statSync(s).mtimeMs <= built)) process.exit(0);
 }
 

@@ -17,6 +17,12 @@ export class BlockError extends Error {
   }
 }
 
+/** WRITE_ZEROES flags: NO_HOLE keeps the range allocated; fast asks for ENOTSUP unless zeroing writes no data. */
+export interface ZeroOptions {
+  noHole?: boolean;
+  fast?: boolean;
+}
+
 /** One run of a block-status answer; flags use NBD's base:allocation bits. */
 export interface BlockExtent {
   length: number;
@@ -32,9 +38,15 @@ export interface BlockDevice {
   read(offset: number, length: number): Promise<Buffer>;
   /** fua: the data is durable when the promise resolves. */
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
-  /** Make the range read as zeroes. */
-  zero(offset: number, length: number, fua: boolean): Promise<void>;
-  /** Advisory discard: vsnap keeps data (a trim never loses a snapshot's view). */
+  /**
+   * Make the range read as zeroes. With opts.fast (only asked of a device
+   * with canFastZero) fail with ENOTSUP, quickly, unless it can be done
+   * without writing data.
+   */
+  zero(offset: number, length: number, fua: boolean, opts?: ZeroOptions): Promise<void>;
+  /** Whether zero() answers opts.fast itself; otherwise the NBD layer refuses every fast zero. */
+  readonly canFastZero?: boolean;
+  /** Advisory discard (the range may read as anything after it); never loses a snapshot's view. */
   trim(offset: number, length: number, fua: boolean): Promise<void>;
   /** Everything acknowledged so far is durable when this resolves. */
   flush(): Promise<void>;

@@ -9,7 +9,7 @@ import { mapVolumeRange, changedRanges, type Range, type FileRange } from '../vo
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError, describeErrnoError, isErrnoError } from '../errors.js';
-import { DataOp, FLAG_FUA, type ExportTarget, type PartitionSnapshotReply, type RestoredPartition, type WorkerStatus } from '../worker/protocol.js';
+import { DataOp, FLAG_FUA, FLAG_NO_HOLE, FLAG_FAST, decodeExtents, type ExportTarget, type PartitionSnapshotReply, type RestoredPartition, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
 import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
 import type { WorkerHandle } from './worker-handle.js';
@@ -148,21 +148,36 @@ export class Cluster {
     );
   }
 
-  async zero(offset: number, length: number, fua = false): Promise<void> {
+  /** Zero (punching holes unless noHole; fast: ENOTSUP rather than copy or write data), or trim (worker/zeroing.ts). */
+  async zero(offset: number, length: number, fua = false, mode: { noHole?: boolean; fast?: boolean; trim?: boolean } = {}): Promise<void> {
     this.wroteData = true;
     await this.ensureDurable();
     await this.store.markWriting();
     const segs = mapVolumeRange(this.volume.partitions, offset, length);
+    const flags = (fua ? FLAG_FUA : 0) | (mode.noHole ? FLAG_NO_HOLE : 0) | (mode.fast ? FLAG_FAST : 0);
     await this.gate.enter();
     try {
       await Promise.all(
         segs.map((s) =>
-          this.noteSyncFailure(this.worker(s.worker).request({ op: DataOp.Zero, flags: fua ? FLAG_FUA : 0, partition: s.partition, view: 0, offset: s.partOffset, length: s.length })),
+          this.noteSyncFailure(this.worker(s.worker).request({ op: mode.trim ? DataOp.Trim : DataOp.Zero, flags, partition: s.partition, view: 0, offset: s.partOffset, length: s.length })),
         ),
       );
     } finally {
       this.gate.leave();
     }
+  }
+
+  /** Allocation map of a view from offset (worker/allocation.ts): consecutive extents, possibly ending short. */
+  async blockStatus(view: number, offset: number, length: number): Promise<{ length: number; flags: number }[]> {
+    if (view !== 0) this.store.checkChain(view);
+    const segs = mapVolumeRange(this.volume.partitions, offset, length);
+    const parts = await Promise.all(segs.map(async (s) => decodeExtents(await this.worker(s.worker).request({ op: DataOp.BlockStatus, flags: 0, partition: s.partition, view, offset: s.partOffset, length: s.length }))));
+    const out: { length: number; flags: number }[] = [];
+    for (let k = 0; k < parts.length; k++) {
+      for (const e of parts[k]) out.push(e);
+      if (parts[k].reduce((a, e) => a + e.length, 0) < segs[k].length) break; // a piece answered short: so does the whole
+    }
+    return out;
   }
 
   /**

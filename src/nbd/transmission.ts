@@ -242,13 +242,13 @@ export class Transmission {
           // Advisory prefetch; the devices have no cache to warm worth a read of up to 4 GiB.
           break;
         case CMD.WRITE_ZEROES:
-          // The BlockDevice interface cannot say whether zeroing is cheap, so a fast zero is
-          // never promised; clients then fall back to writing zeroes the normal way.
-          if (req.flags & CMD_FLAG.FAST_ZERO) {
+          // A device that cannot tell whether zeroing is cheap never promises a fast zero;
+          // clients then fall back to writing zeroes the normal way.
+          if (req.flags & CMD_FLAG.FAST_ZERO && !dev.canFastZero) {
             this.reply(req, ERRNO.ENOTSUP, 'fast zeroing is not supported');
             return;
           }
-          if (len > 0) await dev.zero(offset, len, fua);
+          if (len > 0) await dev.zero(offset, len, fua, { noHole: (req.flags & CMD_FLAG.NO_HOLE) !== 0, fast: (req.flags & CMD_FLAG.FAST_ZERO) !== 0 });
           break;
         case CMD.BLOCK_STATUS: {
           // One chunk per selected context, all computed before any is sent, so

@@ -5,7 +5,7 @@
 // "clone/<name>" is a writable clone, read-write (its writes go to its
 // overlays, never to the volume). Each export is a BlockDevice over the
 // coordinator; bounds were checked by the NBD layer. Dirty-bitmap contexts: bitmaps.ts.
-import type { BlockDevice, BlockExtent, ExportProvider, MetaContext } from '../block.js';
+import type { BlockDevice, BlockExtent, ExportProvider, MetaContext, ZeroOptions } from '../block.js';
 import { BlockError } from '../block.js';
 import type { Cluster } from '../coordinator/cluster.js';
 import { StaleError, UsageError } from '../errors.js';
@@ -20,7 +20,7 @@ async function asBlockError<T>(p: Promise<T>): Promise<T> {
   } catch (err) {
     if (err instanceof BlockError) throw err;
     const e = err as Error & { errno?: string };
-    if (e.errno === 'ENOSPC') throw new BlockError('ENOSPC', e.message);
+    if (e.errno === 'ENOSPC' || e.errno === 'ENOTSUP') throw new BlockError(e.errno, e.message);
     if (err instanceof StaleError || err instanceof UsageError) throw new BlockError('EIO', e.message);
     throw new BlockError('EIO', e?.message ?? String(err));
   }
@@ -29,6 +29,8 @@ async function asBlockError<T>(p: Promise<T>): Promise<T> {
 class LiveDevice implements BlockDevice {
   readonly readOnly = false;
   private readonly bitmaps: DirtyBitmaps;
+  /** A fast zero is done when it needs no copy-on-write and the file system punches holes (worker/zeroing.ts). */
+  readonly canFastZero = true;
   constructor(private readonly cluster: Cluster) {
     this.bitmaps = new DirtyBitmaps(cluster, 0, undefined, asBlockError);
   }
@@ -50,18 +52,19 @@ class LiveDevice implements BlockDevice {
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     return asBlockError(this.cluster.write(offset, data, fua));
   }
-  zero(offset: number, length: number, fua: boolean): Promise<void> {
-    return asBlockError(this.cluster.zero(offset, length, fua));
+  zero(offset: number, length: number, fua: boolean, opts: ZeroOptions = {}): Promise<void> {
+    return asBlockError(this.cluster.zero(offset, length, fua, opts));
   }
-  async trim(): Promise<void> {
-    // Advisory, and a discard must never lose what a snapshot reads: keep the data.
+  trim(offset: number, length: number, fua: boolean): Promise<void> {
+    // Punches only blocks no snapshot needs copied first (worker/zeroing.ts).
+    return asBlockError(this.cluster.zero(offset, length, fua, { trim: true }));
   }
   flush(): Promise<void> {
     return asBlockError(this.cluster.flush());
   }
-  async blockStatus(_offset: number, length: number): Promise<BlockExtent[]> {
-    // Raw backing files give no cheap allocation map through Node: report data.
-    return [{ length, flags: 0 }];
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    // The backing files' holes (worker/allocation.ts).
+    return asBlockError(this.cluster.blockStatus(0, offset, length));
   }
 }
 
@@ -101,8 +104,9 @@ class SnapshotDevice implements BlockDevice {
     throw new BlockError('EPERM', 'snapshots are read-only');
   }
   async flush(): Promise<void> {}
-  async blockStatus(_offset: number, length: number): Promise<BlockExtent[]> {
-    return [{ length, flags: 0 }];
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    // Logged blocks are data; the others follow the live source's allocation.
+    return asBlockError(this.cluster.blockStatus(this.id, offset, length));
   }
 }
 

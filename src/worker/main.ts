@@ -9,7 +9,10 @@ import { ChangeLog } from '../formats/changelog.js';
 import {
   DataOp,
   FLAG_FUA,
+  FLAG_NO_HOLE,
+  FLAG_FAST,
   decodeRequest,
+  encodeExtents,
   encodeReply,
   type ControlKind,
   type ControlReplies,
@@ -22,6 +25,8 @@ import {
 import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
 import { changedRuns } from './changed-range.js';
+import { zeroRange, trimRange } from './zeroing.js';
+import { allocation } from './allocation.js';
 import { verifyPartitions } from './verify.js';
 import { WorkerClones } from './clone-overlay.js';
 import { HandleCache } from './extent-io.js';
@@ -352,7 +357,13 @@ link.onFrame((frame) => {
         work = e.write(r.offset, payload ?? Buffer.alloc(0), (r.flags & FLAG_FUA) !== 0).then(() => undefined);
         break;
       case DataOp.Zero:
-        work = e.zero(r.offset, r.length, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+        work = zeroRange(e, worker.handles, r.offset, r.length, (r.flags & FLAG_FUA) !== 0, { noHole: (r.flags & FLAG_NO_HOLE) !== 0, fast: (r.flags & FLAG_FAST) !== 0 }).then(() => undefined);
+        break;
+      case DataOp.Trim:
+        work = trimRange(e, worker.handles, r.offset, r.length, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+        break;
+      case DataOp.BlockStatus:
+        work = Promise.resolve(encodeExtents(allocation(e, worker.handles, r.view, r.offset, r.length)));
         break;
       case DataOp.Flush:
         work = worker.handles.sync().then(() => undefined);

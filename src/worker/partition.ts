@@ -48,8 +48,6 @@ export interface ViewLogs {
   from: number;
 }
 
-const ZERO_CHUNK = Buffer.alloc(4 << 20);
-
 export class PartitionEngine {
   readonly io: ExtentIO;
   readonly blockCount: number;
@@ -61,7 +59,7 @@ export class PartitionEngine {
   readonly reading = new Set<Promise<unknown>>();
   private readonly retiring = new Set<Promise<unknown>>();
   stale = new Map<number, string>();
-  private pendingCopies = new Map<number, Promise<void>>();
+  readonly pendingCopies = new Map<number, Promise<void>>();
   private readonly commits = new GroupCommit();
   /** The log prepared by PREPARE, until THAW commits or drops it. */
   private prepared: { snapshotId: number; log: ChangeLog } | undefined;
@@ -195,14 +193,8 @@ export class PartitionEngine {
     }
   }
 
-  async zero(off: number, len: number, fua: boolean): Promise<void> {
-    for (let pos = 0; pos < len; pos += ZERO_CHUNK.length) {
-      const n = Math.min(ZERO_CHUNK.length, len - pos);
-      await this.write(off + pos, ZERO_CHUNK.subarray(0, n), fua);
-    }
-  }
-
-  private async copyOnWrite(log: ChangeLog, off: number, len: number): Promise<void> {
+  /** Copy the blocks of the range not yet in `log` (nor `skip`ped: zeroing.ts skips holes), durably. */
+  async copyOnWrite(log: ChangeLog, off: number, len: number, skip?: (b: number) => boolean): Promise<void> {
     const bs = this.blockSize;
     const { first, last } = blockSpan(off, len, bs);
     const waits: Promise<void>[] = [];
@@ -220,7 +212,7 @@ export class PartitionEngine {
       runStart = -1;
     };
     for (let b = first; b <= last; b++) {
-      if (log.has(b)) {
+      if (log.has(b) || skip?.(b)) {
         flushRun(b);
         continue;
       }

@@ -198,9 +198,32 @@ export const enum DataOp {
   Write = 2,
   Zero = 3,
   Flush = 4,
+  /** Reply: the view's allocation map from offset (encodeExtents); may end short. */
+  BlockStatus = 5,
+  Trim = 6,
 }
 
 export const FLAG_FUA = 1;
+/** Zero: keep the range allocated (NBD NO_HOLE). */
+export const FLAG_NO_HOLE = 2;
+/** Zero: fail with ENOTSUP rather than copy or write data (NBD FAST_ZERO). */
+export const FLAG_FAST = 4;
+
+/** A BlockStatus reply: u32 length, u32 flags per extent (a request's length fits in u32). */
+export function encodeExtents(extents: readonly { length: number; flags: number }[]): Buffer {
+  const b = Buffer.allocUnsafe(8 * extents.length);
+  extents.forEach((e, k) => {
+    b.writeUInt32LE(e.length, 8 * k);
+    b.writeUInt32LE(e.flags, 8 * k + 4);
+  });
+  return b;
+}
+
+export function decodeExtents(b: Buffer | undefined): { length: number; flags: number }[] {
+  const out: { length: number; flags: number }[] = [];
+  for (let k = 0; b && k + 8 <= b.length; k += 8) out.push({ length: b.readUInt32LE(k), flags: b.readUInt32LE(k + 4) });
+  return out;
+}
 
 /**
  * Request frame, 32-byte header then payload (writes only):
