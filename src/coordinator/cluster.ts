@@ -9,9 +9,10 @@ import { mapVolumeRange, changedRanges, type Range, type FileRange } from '../vo
 import { writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { OperationError, UsageError, describeErrnoError, isErrnoError } from '../errors.js';
-import { DataOp, FLAG_FUA, FLAG_NO_HOLE, FLAG_FAST, decodeExtents, type ExportTarget, type PartitionSnapshotReply, type RestoredPartition, type WorkerStatus } from '../worker/protocol.js';
+import { DataOp, FLAG_FUA, FLAG_NO_HOLE, FLAG_FAST, type ExportTarget, type PartitionSnapshotReply, type RestoredPartition, type WorkerStatus } from '../worker/protocol.js';
 import { Store, SNAPSHOT_KIND, type SnapshotRecord } from '../store/store.js';
 import { deletingSnapshotDir, pendingSnapshotDir, snapshotDir, snapshotRecordFile, snapshotsDir } from '../store/layout.js';
+import { volumeBlockStatus } from './allocation.js';
 import type { WorkerHandle } from './worker-handle.js';
 import { WorkerPool, type PoolOptions } from './worker-pool.js';
 import { WriteGate } from '../gate.js';
@@ -167,17 +168,10 @@ export class Cluster {
     }
   }
 
-  /** Allocation map of a view from offset (worker/allocation.ts): consecutive extents, possibly ending short. */
-  async blockStatus(view: number, offset: number, length: number): Promise<{ length: number; flags: number }[]> {
+  /** Allocation map of a view from offset (coordinator/allocation.ts): consecutive extents, possibly ending short. */
+  blockStatus(view: number, offset: number, length: number): Promise<{ length: number; flags: number }[]> {
     if (view !== 0) this.store.checkChain(view);
-    const segs = mapVolumeRange(this.volume.partitions, offset, length);
-    const parts = await Promise.all(segs.map(async (s) => decodeExtents(await this.worker(s.worker).request({ op: DataOp.BlockStatus, flags: 0, partition: s.partition, view, offset: s.partOffset, length: s.length }))));
-    const out: { length: number; flags: number }[] = [];
-    for (let k = 0; k < parts.length; k++) {
-      for (const e of parts[k]) out.push(e);
-      if (parts[k].reduce((a, e) => a + e.length, 0) < segs[k].length) break; // a piece answered short: so does the whole
-    }
-    return out;
+    return volumeBlockStatus(this.volume, (w) => this.worker(w), view, offset, length);
   }
 
   /**

@@ -29,6 +29,7 @@ import { zeroRange, trimRange } from './zeroing.js';
 import { allocation } from './allocation.js';
 import { verifyPartitions } from './verify.js';
 import { WorkerClones } from './clone-overlay.js';
+import { cloneIo } from './clone-io.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
 import { readState, writeState, recordCut, type PartitionState } from '../store/partition-state.js';
@@ -348,7 +349,7 @@ link.onFrame((frame) => {
   let work: Promise<Buffer | undefined>;
   try {
     const e = worker.engine(r.partition);
-    if (r.clone) work = cloneIo(r, payload);
+    if (r.clone) work = cloneIo(worker.clones, r, payload);
     else switch (r.op) {
       case DataOp.Read:
         work = e.read(r.view, r.offset, r.length);
@@ -379,23 +380,6 @@ link.onFrame((frame) => {
     (err) => link.sendFrame(encodeReply(r.reqId, false, Buffer.from(JSON.stringify(serializeError(err))))),
   );
 });
-
-/** A data request on a clone: its overlay, else its base snapshot's view (clone-overlay.ts). */
-function cloneIo(r: ReturnType<typeof decodeRequest>, payload: Buffer | undefined): Promise<Buffer | undefined> {
-  const h = r.clone!;
-  switch (r.op) {
-    case DataOp.Read:
-      return worker.clones.read(h, r.partition, r.offset, r.length);
-    case DataOp.Write:
-      return worker.clones.write(h, r.partition, r.offset, payload ?? Buffer.alloc(0), (r.flags & FLAG_FUA) !== 0).then(() => undefined);
-    case DataOp.Zero:
-      return worker.clones.zero(h, r.partition, r.offset, r.length, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
-    case DataOp.Flush:
-      return worker.clones.flush(h).then(() => undefined);
-    default:
-      return Promise.reject(new Error(`unknown data op ${r.op}`));
-  }
-}
 
 // The coordinator is gone (killed, or it ended the link): nobody is left to serve.
 link.onClose(() => process.exit(0));

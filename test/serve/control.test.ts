@@ -71,7 +71,7 @@ test('malformed control requests get a clean usage error and the server keeps se
     const cases: [string | Buffer, RegExp][] = [
       ['not json\n', /the request is not JSON/],
       ['[1,2]\n', /must be a JSON object/],
-      ['{"cmd":"frobnicate"}\n', /cmd: unknown command "frobnicate" \(expected one of create, list, show, delete, prune, status, cloneCreate, cloneList, cloneReset, cloneDelete\)/],
+      ['{"cmd":"frobnicate"}\n', /cmd: unknown command "frobnicate" \(expected one of create, list, show, delete, prune, status, cloneCreate, cloneList, cloneReset, cloneDelete, hold, release\)/],
       ['{"cmd":"constructor"}\n', /unknown command "constructor"/],
       ['{"cmd":"show","ref":42}\n', /show: ref must be a string \(got 42\)/],
       ['{"cmd":"show"}\n', /show: ref is required/],
