@@ -1,40 +1,25 @@
 // All flag wiring. Each action calls a command function (src/commands/*),
 // which returns data; rendering for people or scripts happens here only.
 import { Command } from 'commander';
-import { sizeArg, intArg } from './args.js';
+import { sizeArg, intArg, waitArg } from './args.js';
 import { formatSize } from './size.js';
 import { UsageError } from './errors.js';
-import { c, info, printJson, spinner } from './ui.js';
-import { OutputTable } from './table.js';
-import { renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
+import { c, info, printJson, spinner, progress, outputMode } from './ui.js';
+import { renderSnapshot, renderSnapshotList, renderStatus, renderLayout, renderDiff } from './render.js';
 import { durationArg } from './args.js';
-import { progress } from './ui.js';
 import type { KeepRules } from './prune/plan.js';
 import { EXIT_INTEGRITY } from './errors.js';
 import { VERSION } from './version.js';
-import type { LayoutReport } from './commands/validate.js';
 
 // Command modules load on demand (await import in each action): a run pays
 // only for the command it runs, which matters for scripts calling vsnap often.
 
-function renderLayout(r: LayoutReport): void {
-  const n = r.partitions.length;
-  info(`volume ${c.bold(r.name)}: ${formatSize(r.size)} (${r.size} bytes), block size ${formatSize(r.blockSize)}, ${n} partition${n === 1 ? '' : 's'}`);
-  info(`store ${r.store}`);
-  // The table is the result of `validate`, so it goes to stdout, and colour
-  // follows stdout: `vsnap validate m.json | less` must get no escapes even
-  // when stderr is a terminal.
-  const t = new OutputTable(['partition', 'worker', 'extents', 'volume range', 'size'], { tty: process.stdout.isTTY === true });
-  for (const p of r.partitions) {
-    t.push([
-      p.id,
-      String(p.worker),
-      p.extents.map((e) => `${e.file} @${e.offset} +${e.length}`).join('\n'),
-      `${p.volumeOffset}-${p.volumeOffset + p.length - 1}`,
-      formatSize(p.length),
-    ]);
-  }
-  process.stdout.write(`${t.toString()}\n`);
+/** Set the process-wide output mode and lock wait from the global flags. */
+function applyGlobalOptions(o: { quiet?: boolean; scripted?: boolean; wait?: string }): void {
+  outputMode.quiet = o.quiet === true;
+  outputMode.scripted = o.scripted === true;
+  // The lock reads its wait from this variable (store/lock.ts): the flag wins over an inherited value.
+  if (o.wait !== undefined) process.env.VSNAP_LOCK_WAIT_MS = String(waitArg('--wait', o.wait));
 }
 
 export function buildProgram(): Command {
@@ -44,7 +29,12 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version')
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) })
+    // Global flags, accepted before or after the command (vsnap -q prune m.json, vsnap prune m.json -q).
+    .option('-q, --quiet', 'print nothing on stderr but errors (results on stdout stay)')
+    .option('-H, --scripted', 'tables for scripts: tab-separated, no header line (as zfs list -H)')
+    .option('--wait <duration>', 'wait this long for the store lock held by another vsnap (0 = fail at once; default 3s)')
+    .hook('preAction', (cmd) => applyGlobalOptions(cmd.opts()));
 
   program
     .command('init')
@@ -80,8 +70,14 @@ export function buildProgram(): Command {
     .addHelpText('after', '\nExample:\n  vsnap validate vol.json --json\n')
     .action(async (manifest: string, o) => {
       const r = await (await import('./commands/validate.js')).validate(manifest);
-      if (o.json) printJson(r);
-      else renderLayout(r);
+      if (o.json) {
+        printJson(r);
+        return;
+      }
+      const n = r.partitions.length;
+      info(`volume ${c.bold(r.name)}: ${formatSize(r.size)} (${r.size} bytes), block size ${formatSize(r.blockSize)}, ${n} partition${n === 1 ? '' : 's'}`);
+      info(`store ${r.store}`);
+      process.stdout.write(renderLayout(r));
     });
 
   registerSnapshotCommands(program);
@@ -123,6 +119,7 @@ function registerSnapshotCommands(program: Command): void {
     .action(async (manifest: string, o) => {
       const r = await (await import('./commands/snapshots.js')).list(manifest);
       if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, expiresAt: s.expiresAt })));
+      else if (r.length === 0) info('no snapshots');
       else process.stdout.write(renderSnapshotList(r));
     });
 
@@ -282,9 +279,7 @@ function registerWorkflowCommands(program: Command): void {
         return;
       }
       info(`${r.ranges.length} ranges, ${formatSize(r.changedBytes)} changed from ${r.from} to ${r.to}`);
-      const lines = r.ranges.map((x) => `${x.offset}\t${x.length}`);
-      if (r.files) lines.push(...r.files.map((f) => `${f.file}\t${f.offset}\t${f.length}`));
-      process.stdout.write(lines.length ? `${lines.join('\n')}\n` : '');
+      process.stdout.write(renderDiff(r));
     });
 
   addKeepOptions(

@@ -175,7 +175,10 @@ export class StoreLock {
           );
         }
         if (Date.now() >= deadline) {
-          throw new OperationError(`volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`);
+          const waited = opts.waitMs ?? Number(process.env.VSNAP_LOCK_WAIT_MS ?? 3000);
+          throw new OperationError(
+            `volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt}); waited ${waited / 1000} s for it: give --wait DURATION (such as --wait 10m) to wait longer`,
+          );
         }
         await new Promise((r) => setTimeout(r, 50));
         continue;
