@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { sizeArg, intArg, waitArg } from './args.js';
 import { formatSize } from './size.js';
 import { UsageError } from './errors.js';
-import { c, info, printJson, spinner, progress, outputMode } from './ui.js';
+import { c, info, printJson, spinner, withProgress, outputMode } from './ui.js';
 import { renderSnapshot, renderSnapshotList, renderStatus, renderLayout, renderDiff } from './render.js';
 import { durationArg } from './args.js';
 import type { KeepRules } from './prune/plan.js';
@@ -114,11 +114,11 @@ function registerSnapshotCommands(program: Command): void {
     .command('list')
     .description('list snapshots in id order')
     .argument('<manifest>', 'volume manifest (JSON)')
-    .option('--json', 'print JSON: [{id, name, createdAt, changedBytes}]')
+    .option('--json', 'print JSON: [{id, name, createdAt, changedBytes, usedBytes, expiresAt}]')
     .addHelpText('after', '\nExample:\n  vsnap list vol.json --json\n')
     .action(async (manifest: string, o) => {
       const r = await (await import('./commands/snapshots.js')).list(manifest);
-      if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, expiresAt: s.expiresAt })));
+      if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, usedBytes: s.usedBytes, expiresAt: s.expiresAt })));
       else if (r.length === 0) info('no snapshots');
       else process.stdout.write(renderSnapshotList(r));
     });
@@ -171,7 +171,21 @@ function registerSnapshotCommands(program: Command): void {
     .option('--input <file>', 'read the data from a file (default: stdin)')
     .addHelpText('after', '\nExample:\n  head -c 1M /dev/urandom | vsnap write vol.json --offset 64KiB\n')
     .action(async (manifest: string, o) => {
-      const r = await (await import('./commands/io.js')).writeCmd(manifest, { offset: sizeArg('--offset', o.offset), input: o.input });
+      // Progress from the first second: reading the input (stdin is read to
+      // its end before anything is written), writing, then the final sync.
+      const { writeCmd } = await import('./commands/io.js');
+      const r = await withProgress('write', (bar) =>
+        writeCmd(manifest, {
+          offset: sizeArg('--offset', o.offset),
+          input: o.input,
+          onPhase: (label, t) => {
+            bar.total(t);
+            bar.set(label === 'syncing' ? t : 0);
+            bar.phase(label === 'writing' ? '' : label);
+          },
+          onProgress: (n) => bar.set(n),
+        }),
+      );
       info(`wrote ${formatSize(r.bytes)} at offset ${o.offset}`);
     });
 
@@ -228,10 +242,9 @@ function registerWorkflowCommands(program: Command): void {
     .option('--json', 'print JSON: {snapshot, restoredBytes}')
     .addHelpText('after', '\nExample:\n  vsnap restore vol.json pristine\n  vsnap restore vol.json latest --partition data --json\n')
     .action(async (manifest: string, snap: string, o) => {
-      const bar = progress('restoring');
-      let done = 0;
-      const r = await (await import('./commands/restore.js')).restore(manifest, snap, { partitions: o.partition, force: o.force === true, onProgress: (n) => bar.update((done += n), Math.max(done, 1)) });
-      bar.done();
+      // The total is not known before the workers count their blocks: bytes and rate, no percentage.
+      const { restore } = await import('./commands/restore.js');
+      const r = await withProgress('restore', (bar) => restore(manifest, snap, { partitions: o.partition, force: o.force === true, onProgress: bar.add }));
       info(`restored snapshot ${r.snapshot.id} "${r.snapshot.name}": ${formatSize(r.restoredBytes)} written`);
       if (o.json) printJson({ snapshot: r.snapshot.id, name: r.snapshot.name, restoredBytes: r.restoredBytes, partitions: r.partitions });
     });
@@ -247,17 +260,10 @@ function registerWorkflowCommands(program: Command): void {
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExample:\n  vsnap export vol.json before-upgrade --output /tmp/vol.raw\n  vsnap export vol.json latest --split /tmp/images\n')
     .action(async (manifest: string, snap: string, o) => {
-      const bar = progress('exporting');
-      let done = 0;
-      let total = 1;
-      const r = await (await import('./commands/export.js')).exportCmd(manifest, snap, {
-        output: o.output,
-        split: o.split,
-        force: o.force === true,
-        onTotal: (t) => (total = Math.max(1, t)),
-        onProgress: (n) => bar.update((done += n), total),
-      });
-      bar.done();
+      const { exportCmd } = await import('./commands/export.js');
+      const r = await withProgress('export', (bar) =>
+        exportCmd(manifest, snap, { output: o.output, split: o.split, force: o.force === true, onTotal: bar.total, onProgress: bar.add, onPhase: bar.phase }),
+      );
       info(`exported ${r.snapshot === 'live' ? 'the live volume' : `snapshot ${r.snapshot.id} "${r.snapshot.name}"`}: ${formatSize(r.bytes)}`);
       if (o.json) printJson(r);
     });
@@ -347,9 +353,8 @@ function registerVerify(program: Command): void {
     .option('--json', 'print JSON: {ok, problems: [{snapshot, partition, file, message}]}')
     .addHelpText('after', '\nExample:\n  vsnap verify vol.json\n  vsnap verify vol.json latest --json\n')
     .action(async (manifest: string, snap: string | undefined, o) => {
-      const sp = spinner('verifying');
-      const r = await (await import('./commands/verify.js')).verify(manifest, snap);
-      sp.stop();
+      const { verify } = await import('./commands/verify.js');
+      const r = await withProgress('verify', (bar) => verify(manifest, snap, { onTotal: bar.total, onProgress: bar.add }));
       if (o.json) printJson(r);
       for (const p of r.problems) info(`${c.red('problem:')} snapshot ${p.snapshot ?? '-'} partition ${p.partition ?? '-'}${p.file ? ` ${p.file}` : ''}: ${p.message}`);
       info(`checked ${r.snapshots} snapshot(s), read ${formatSize(r.bytesRead)}: ${r.ok ? 'no problems' : `${r.problems.length} problem(s)`}`);

@@ -24,11 +24,12 @@ export function renderSnapshotList(list: SnapshotInfo[]): string {
     { title: 'id', right: true },
     { title: 'name', elide: true },
     'created (UTC)',
+    { title: 'used', right: true },
     { title: 'changed', right: true },
     ...(expiring ? ['expires (UTC)'] : []),
   ]);
   for (const s of list) {
-    t.push([String(s.id), s.name, shortTime(s.createdAt), formatSize(s.changedBytes), ...(expiring ? [s.expiresAt ? shortTime(s.expiresAt) : '-'] : [])]);
+    t.push([String(s.id), s.name, shortTime(s.createdAt), formatSize(s.usedBytes), formatSize(s.changedBytes), ...(expiring ? [s.expiresAt ? shortTime(s.expiresAt) : '-'] : [])]);
   }
   return `${t.toString()}\n`;
 }
@@ -43,6 +44,7 @@ export function renderSnapshot(s: SnapshotInfo): string {
     ['volume', `${formatSize(s.size)}, block size ${formatSize(s.blockSize)}`],
     ['froze writes', `${s.freezeMs.toFixed(1)} ms`],
     ['changed since', formatSize(s.changedBytes)],
+    ['used', `${formatSize(s.usedBytes)} (its files in the store)`],
     ['directory', dir],
   ]);
   const t = table([{ title: 'partition', elide: true }, { title: 'worker', right: true }, { title: 'pid', right: true }, { title: 'snapshot file', elide: true }, { title: 'change log', elide: true }]);
@@ -56,13 +58,19 @@ export function renderStatus(s: StatusReport): string {
     ['store', s.store],
     ['snapshots', `${s.snapshots}${s.latest ? `, latest ${s.latest.id} ${s.latest.name} (${s.latest.createdAt})` : ''}`],
     ['served', s.heldBy ? `by pid ${s.heldBy.pid} (${s.heldBy.command})` : 'no'],
+    ['space', `${formatSize(s.space.storeBytes)} in the store (${formatSize(s.space.snapshotsBytes)} snapshots, ${formatSize(s.space.clonesBytes)} clones)`],
+    ['free', `${formatSize(s.space.freeBytes)}${s.space.recentBytesPerHour !== null ? `; recent growth ${formatSize(s.space.recentBytesPerHour)}/hour` : ''}`],
   ];
   const t = table([{ title: 'partition', elide: true }, { title: 'worker', right: true }, { title: 'pid', right: true }, 'state', { title: 'logged blocks', right: true }, { title: 'stale snapshots', elide: true }]);
   for (const p of s.partitions) {
-    t.push([p.id, String(p.worker), String(p.pid), p.clean ? 'clean' : c.yellow('recovered after crash'), String(p.loggedBlocks), p.stale.length ? c.red(p.stale.join(', ')) : '-']);
+    t.push([p.id, String(p.worker), String(p.pid), !p.clean ? c.yellow('recovered after crash') : p.writing ? 'in use' : 'clean', String(p.loggedBlocks), p.stale.length ? c.red(p.stale.join(', ')) : '-']);
   }
   // Alarms as whole lines under the block (scripts grep for them).
-  const alarms = s.syncFailure ? [(humanTables() ? c.red : String)(`sync failed, every FLUSH fails until the server restarts: ${s.syncFailure}`)] : [];
+  const alarm = humanTables() ? c.red : String;
+  const alarms = [
+    ...(s.syncFailure ? [alarm(`sync failed, every FLUSH fails until the server restarts: ${s.syncFailure}`)] : []),
+    ...(s.space.warning ? [alarm(`warning: ${s.space.warning}`)] : []),
+  ];
   return `${[keyValues(pairs), ...alarms].join('\n')}\n\n${t.toString()}\n`;
 }
 

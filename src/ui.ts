@@ -104,7 +104,7 @@ function rate(bytesPerSec: number): string {
  */
 export function progress(label: string): Progress {
   if (!interactive()) return { update: () => {}, phase: () => {}, done: () => {} };
-  const t0 = Date.now();
+  let t0 = Date.now();
   let lastDraw = 0;
   let cur = { done: 0, total: 0 };
   let phaseLabel = '';
@@ -114,7 +114,7 @@ export function progress(label: string): Progress {
     lastDraw = now;
     const secs = Math.max((now - t0) / 1000, 0.001);
     const amount = `${rate(cur.done)}${cur.total > 0 ? ` of ${rate(cur.total)}` : ''}`;
-    const tail = phaseLabel || `${rate(cur.done / secs)}/s`;
+    const tail = `${phaseLabel ? `${phaseLabel}, ` : ''}${rate(cur.done / secs)}/s`;
     let bar = '';
     if (cur.total > 0) {
       const pct = Math.min(100, Math.floor((cur.done / cur.total) * 100));
@@ -135,6 +135,8 @@ export function progress(label: string): Progress {
       draw(false);
     },
     phase(l: string) {
+      // The rate is per phase: reading stdin and writing run at different speeds.
+      if (l !== phaseLabel) t0 = Date.now();
       phaseLabel = l;
       draw(true);
     },
@@ -143,4 +145,31 @@ export function progress(label: string): Progress {
       clearStatusLine();
     },
   };
+}
+
+/**
+ * Run fn with a progress line that counts the bytes it reports; the line is
+ * cleared however fn ends. `add` counts more bytes, `total` sets the size
+ * (0: unknown, no percentage), `phase` names a phase.
+ */
+export async function withProgress<T>(
+  label: string,
+  fn: (p: { add: (n: number) => void; set: (n: number) => void; total: (t: number) => void; phase: (l: string) => void }) => Promise<T>,
+): Promise<T> {
+  const bar = progress(label);
+  let done = 0;
+  let total = 0;
+  try {
+    return await fn({
+      add: (n) => bar.update((done += n), total),
+      set: (n) => bar.update((done = n), total),
+      total: (t) => {
+        total = t;
+        bar.update(done, total);
+      },
+      phase: (l) => bar.phase(l),
+    });
+  } finally {
+    bar.done();
+  }
 }

@@ -15,8 +15,12 @@ import type { KeepRules, PrunePlan } from '../prune/plan.js';
 /** What create/show print: the commit record's public part, with file paths made absolute. */
 export interface SnapshotInfo extends Pick<SnapshotRecord, 'id' | 'name' | 'createdAt' | 'expiresAt' | 'size' | 'blockSize' | 'freezeMs'> {
   changedBytes: number;
+  /** Allocated bytes of the files in snapshots/<id>/ (store/space.ts). */
+  usedBytes: number;
   partitions: Pick<SnapshotPartitionRecord, 'id' | 'worker' | 'pid' | 'snapshotFile' | 'changeLogFile'>[];
 }
+
+import type { SpaceReport } from '../store/space.js';
 
 export interface StatusReport {
   name: string;
@@ -26,10 +30,13 @@ export interface StatusReport {
   snapshots: number;
   latest: { id: number; name: string; createdAt: string } | null;
   heldBy: { pid: number; command: string; socket?: string } | null;
-  partitions: { id: string; worker: number; pid: number; clean: boolean; stale: number[]; staleReason: string | null; loggedBlocks: number }[];
+  /** clean: the last session closed in order (false: recovered after a crash); writing: written since this open (a server). */
+  partitions: { id: string; worker: number; pid: number; clean: boolean; writing: boolean; stale: number[]; staleReason: string | null; loggedBlocks: number }[];
   workers: { worker: number; pid: number; rss: number }[];
   /** The first failed sync of a backing file while serving: every FLUSH fails until the server restarts. */
   syncFailure: string | null;
+  /** Store, snapshots and clones (allocated bytes), free space and the recent growth (store/space.ts). */
+  space: SpaceReport;
 }
 
 export type PruneResult = PrunePlan & { dryRun: boolean };

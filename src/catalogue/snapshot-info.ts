@@ -6,6 +6,7 @@ import type { SnapshotRecord } from '../store/store.js';
 import { snapshotMember } from '../store/layout.js';
 import { changeLogRecordCount } from '../formats/changelog.js';
 import type { SnapshotInfo } from './catalogue.js';
+import { snapshotUsedBytes } from '../store/space.js';
 
 
 function changedBytes(storeDir: string, rec: SnapshotRecord): number {
@@ -32,6 +33,7 @@ export function toInfo(storeDir: string, rec: SnapshotRecord): SnapshotInfo {
     blockSize: rec.blockSize,
     freezeMs: rec.freezeMs,
     changedBytes: changedBytes(storeDir, rec),
+    usedBytes: snapshotUsedBytes(storeDir, rec.id),
     partitions: rec.partitions.map((p) => ({
       id: p.id,
       worker: p.worker,

@@ -16,7 +16,7 @@ export async function restore(
   ref: string,
   o: { partitions?: string[]; force?: boolean; onProgress?: (bytes: number) => void },
 ): Promise<RestoreResult> {
-  return withCluster(manifest, 'restore', { create: false, force: o.force }, async (cluster) => {
+  return withCluster(manifest, 'restore', { create: false, force: o.force, interruptible: true }, async (cluster) => {
     const snap = resolveRef(cluster.store.snapshots, ref);
     const parts = cluster.volume.partitions;
     let chosen = parts;

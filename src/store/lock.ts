@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { OperationError, fileError } from '../errors.js';
 import { PRIVATE_FILE_MODE } from '../formats/private-file.js';
 import { lockFile } from './layout.js';
+import { throwIfInterrupted } from '../interrupt.js';
 
 export interface LockInfo {
   pid: number;
@@ -180,6 +181,7 @@ export class StoreLock {
             `volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt}); waited ${waited / 1000} s for it: give --wait DURATION (such as --wait 10m) to wait longer`,
           );
         }
+        throwIfInterrupted(); // Ctrl-C while waiting (--wait 10m) ends the wait
         await new Promise((r) => setTimeout(r, 50));
         continue;
       }
