@@ -25,3 +25,14 @@ export function durationArg(name: string, value: string): number {
   if (ms === undefined) throw new UsageError(`${name}: must be a duration such as 30s, 15m, 1h, 7d or 2w (got ${JSON.stringify(value)})`);
   return ms;
 }
+
+/** --wait: a duration, "0" (do not wait) or milliseconds ("500ms"); "forever" is a long duration such as 1d. */
+export function waitArg(name: string, value: string): number {
+  const v = value.trim();
+  if (/^0+(ms|s|m|h|d|w)?$/.test(v)) return 0;
+  const ms = /^(\d+)ms$/.exec(v);
+  if (ms && Number.isSafeInteger(Number(ms[1]))) return Number(ms[1]);
+  const d = parseDuration(v);
+  if (d === undefined) throw new UsageError(`${name}: must be 0 or a duration such as 500ms, 30s, 10m or 1h (got ${JSON.stringify(value)})`);
+  return d;
+}

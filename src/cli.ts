@@ -1,42 +1,27 @@
 // All flag wiring. Each action calls a command function (src/commands/*),
 // which returns data; rendering for people or scripts happens here only.
 import { Command } from 'commander';
-import { sizeArg, intArg } from './args.js';
+import { sizeArg, intArg, waitArg } from './args.js';
 import { formatSize } from './size.js';
 import { UsageError } from './errors.js';
-import { c, info, printJson, spinner } from './ui.js';
-import { OutputTable } from './table.js';
-import { renderPrune, renderSnapshot, renderSnapshotList, renderStatus } from './render.js';
+import { c, info, printJson, progress, spinner, withProgress, outputMode } from './ui.js';
+import { renderPrune, renderSnapshot, renderSnapshotList, renderStatus, renderLayout, renderDiff } from './render.js';
 import { registerRetention } from './cli/retention.js';
 import { durationArg } from './args.js';
-import { progress } from './ui.js';
 import type { KeepRules } from './prune/plan.js';
 import { EXIT_INTEGRITY } from './errors.js';
 import { VERSION } from './version.js';
-import type { LayoutReport } from './commands/validate.js';
 import { registerClone } from './cli/clone.js';
 
 // Command modules load on demand (await import in each action): a run pays
 // only for the command it runs, which matters for scripts calling vsnap often.
 
-function renderLayout(r: LayoutReport): void {
-  const n = r.partitions.length;
-  info(`volume ${c.bold(r.name)}: ${formatSize(r.size)} (${r.size} bytes), block size ${formatSize(r.blockSize)}, ${n} partition${n === 1 ? '' : 's'}`);
-  info(`store ${r.store}`);
-  // The table is the result of `validate`, so it goes to stdout, and colour
-  // follows stdout: `vsnap validate m.json | less` must get no escapes even
-  // when stderr is a terminal.
-  const t = new OutputTable(['partition', 'worker', 'extents', 'volume range', 'size'], { tty: process.stdout.isTTY === true });
-  for (const p of r.partitions) {
-    t.push([
-      p.id,
-      String(p.worker),
-      p.extents.map((e) => `${e.file} @${e.offset} +${e.length}`).join('\n'),
-      `${p.volumeOffset}-${p.volumeOffset + p.length - 1}`,
-      formatSize(p.length),
-    ]);
-  }
-  process.stdout.write(`${t.toString()}\n`);
+/** Set the process-wide output mode and lock wait from the global flags. */
+function applyGlobalOptions(o: { quiet?: boolean; scripted?: boolean; wait?: string }): void {
+  outputMode.quiet = o.quiet === true;
+  outputMode.scripted = o.scripted === true;
+  // The lock reads its wait from this variable (store/lock.ts): the flag wins over an inherited value.
+  if (o.wait !== undefined) process.env.VSNAP_LOCK_WAIT_MS = String(waitArg('--wait', o.wait));
 }
 
 export function buildProgram(): Command {
@@ -46,7 +31,12 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version')
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) })
+    // Global flags, accepted before or after the command (vsnap -q prune m.json, vsnap prune m.json -q).
+    .option('-q, --quiet', 'print nothing on stderr but errors (results on stdout stay)')
+    .option('-H, --scripted', 'tables for scripts: tab-separated, no header line (as zfs list -H)')
+    .option('--wait <duration>', 'wait this long for the store lock held by another vsnap (0 = fail at once; default 3s)')
+    .hook('preAction', (cmd) => applyGlobalOptions(cmd.opts()));
 
   program
     .command('init')
@@ -85,7 +75,12 @@ export function buildProgram(): Command {
       // Problems go to stderr and set the exit code; with --json, stdout
       // carries them as well, so a script needs no second parser.
       if (o.json) printJson(report);
-      else if (layout && !error) renderLayout(layout);
+      else if (layout && !error) {
+        const n = layout.partitions.length;
+        info(`volume ${c.bold(layout.name)}: ${formatSize(layout.size)} (${layout.size} bytes), block size ${formatSize(layout.blockSize)}, ${n} partition${n === 1 ? '' : 's'}`);
+        info(`store ${layout.store}`);
+        process.stdout.write(renderLayout(layout));
+      }
       if (error) throw error;
     });
 
@@ -125,11 +120,12 @@ function registerSnapshotCommands(program: Command): void {
     .command('list')
     .description('list snapshots in id order')
     .argument('<manifest>', 'volume manifest (JSON)')
-    .option('--json', 'print JSON: [{id, name, createdAt, changedBytes, expiresAt, manual, held}]')
+    .option('--json', 'print JSON: [{id, name, createdAt, changedBytes, usedBytes, expiresAt, manual, held}]')
     .addHelpText('after', '\nExample:\n  vsnap list vol.json --json\n')
     .action(async (manifest: string, o) => {
       const r = await (await import('./commands/snapshots.js')).list(manifest);
-      if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, expiresAt: s.expiresAt, manual: s.manual, held: s.held })));
+      if (o.json) printJson(r.map((s) => ({ id: s.id, name: s.name, createdAt: s.createdAt, changedBytes: s.changedBytes, usedBytes: s.usedBytes, expiresAt: s.expiresAt, manual: s.manual, held: s.held })));
+      else if (r.length === 0) info('no snapshots');
       else process.stdout.write(renderSnapshotList(r));
     });
 
@@ -181,7 +177,21 @@ function registerSnapshotCommands(program: Command): void {
     .option('--input <file>', 'read the data from a file (default: stdin)')
     .addHelpText('after', '\nExample:\n  head -c 1M /dev/urandom | vsnap write vol.json --offset 64KiB\n')
     .action(async (manifest: string, o) => {
-      const r = await (await import('./commands/io.js')).writeCmd(manifest, { offset: sizeArg('--offset', o.offset), input: o.input });
+      // Progress from the first second: reading the input (stdin is read to
+      // its end before anything is written), writing, then the final sync.
+      const { writeCmd } = await import('./commands/io.js');
+      const r = await withProgress('write', (bar) =>
+        writeCmd(manifest, {
+          offset: sizeArg('--offset', o.offset),
+          input: o.input,
+          onPhase: (label, t) => {
+            bar.total(t);
+            bar.set(label === 'syncing' ? t : 0);
+            bar.phase(label === 'writing' ? '' : label);
+          },
+          onProgress: (n) => bar.set(n),
+        }),
+      );
       info(`wrote ${formatSize(r.bytes)} at offset ${o.offset}`);
     });
 
@@ -272,17 +282,10 @@ function registerWorkflowCommands(program: Command): void {
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExample:\n  vsnap export vol.json before-upgrade --output /tmp/vol.raw\n  vsnap export vol.json latest --split /tmp/images\n')
     .action(async (manifest: string, snap: string, o) => {
-      const bar = progress('exporting');
-      let done = 0;
-      let total = 1;
-      const r = await (await import('./commands/export.js')).exportCmd(manifest, snap, {
-        output: o.output,
-        split: o.split,
-        force: o.force === true,
-        onTotal: (t) => (total = Math.max(1, t)),
-        onProgress: (n) => bar.update((done += n), total),
-      });
-      bar.done();
+      const { exportCmd } = await import('./commands/export.js');
+      const r = await withProgress('export', (bar) =>
+        exportCmd(manifest, snap, { output: o.output, split: o.split, force: o.force === true, onTotal: bar.total, onProgress: bar.add, onPhase: bar.phase }),
+      );
       info(`exported ${r.snapshot === 'live' ? 'the live volume' : `snapshot ${r.snapshot.id} "${r.snapshot.name}"`}: ${formatSize(r.bytes)}`);
       if (o.json) printJson(r);
     });
@@ -304,9 +307,7 @@ function registerWorkflowCommands(program: Command): void {
         return;
       }
       info(`${r.ranges.length} ranges, ${formatSize(r.changedBytes)} changed from ${r.from} to ${r.to}`);
-      const lines = r.ranges.map((x) => `${x.offset}\t${x.length}`);
-      if (r.files) lines.push(...r.files.map((f) => `${f.file}\t${f.offset}\t${f.length}`));
-      process.stdout.write(lines.length ? `${lines.join('\n')}\n` : '');
+      process.stdout.write(renderDiff(r));
     });
 
   addKeepOptions(
@@ -386,9 +387,8 @@ function registerVerify(program: Command): void {
     .option('--json', 'print JSON: {ok, problems: [{snapshot, partition, file, message}]}')
     .addHelpText('after', '\nExample:\n  vsnap verify vol.json\n  vsnap verify vol.json latest --json\n')
     .action(async (manifest: string, snap: string | undefined, o) => {
-      const sp = spinner('verifying');
-      const r = await (await import('./commands/verify.js')).verify(manifest, snap);
-      sp.stop();
+      const { verify } = await import('./commands/verify.js');
+      const r = await withProgress('verify', (bar) => verify(manifest, snap, { onTotal: bar.total, onProgress: bar.add }));
       if (o.json) printJson(r);
       for (const p of r.problems) info(`${c.red('problem:')} snapshot ${p.snapshot ?? '-'} partition ${p.partition ?? '-'}${p.file ? ` ${p.file}` : ''}: ${p.message}`);
       info(`checked ${r.snapshots} snapshot(s), read ${formatSize(r.bytesRead)}: ${r.ok ? 'no problems' : `${r.problems.length} problem(s)`}`);

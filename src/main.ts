@@ -3,11 +3,13 @@
 import { CommanderError } from 'commander';
 import { VsnapError, EXIT_FAILED, EXIT_USAGE, isErrnoError, describeErrnoError } from './errors.js';
 import { buildProgram } from './cli.js';
-import { c } from './ui.js';
+import { c, clearStatusLine } from './ui.js';
+import { installSignalHandlers, removeTemps } from './interrupt.js';
 import { VERSION } from './version.js';
 
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  installSignalHandlers(clearStatusLine);
   try {
     await program.parseAsync(argv);
     return process.exitCode === undefined ? 0 : Number(process.exitCode);
@@ -17,6 +19,7 @@ async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return EXIT_USAGE;
     }
+    clearStatusLine();
     if (err instanceof VsnapError) {
       process.stderr.write(`${c.red('vsnap:')} ${err.message}\n`);
       return err.exitCode;
@@ -37,5 +40,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 const code = await main(process.argv);
+// Whatever happened, no temporary file outlives the command (src/interrupt.ts).
+removeTemps();
 // Let stdout drain before exiting (a piped `vsnap read` may be large).
 process.stdout.write('', () => process.exit(code));

@@ -7,6 +7,7 @@ import { Cluster } from './coordinator/cluster.js';
 import { liveHolder } from './store/lock.js';
 import { warn } from './ui.js';
 import type { Catalogue, Method } from './catalogue/catalogue.js';
+import { guarded, onInterrupt, throwIfInterrupted } from './interrupt.js';
 import { localCatalogue, LOCAL_OPEN } from './catalogue/local.js';
 import { remoteCatalogue } from './catalogue/remote.js';
 
@@ -17,30 +18,50 @@ export function servedBy(manifest: string): string | undefined {
   return holder?.socket;
 }
 
+/**
+ * Open and lock the store for fn. A guarded region (src/interrupt.ts): a
+ * Ctrl-C or SIGTERM meanwhile lets fn end (a catalogue change is decided at
+ * its commit point), releases the lock and ends the command with
+ * InterruptedError (exit 130/143).
+ */
 export async function withStore<T>(manifest: string, command: string, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
   const volume = loadManifest(manifest);
-  const store = await Store.open(volume, { command, create });
-  try {
-    return await fn(store);
-  } finally {
-    store.release();
-  }
+  return guarded(
+    () => {},
+    async () => {
+      const store = await Store.open(volume, { command, create });
+      try {
+        const result = await fn(store);
+        throwIfInterrupted();
+        return result;
+      } finally {
+        store.release();
+      }
+    },
+  );
 }
 
 /** create: make the store when missing (commands that record something); the others leave the disk untouched. */
 export async function withCluster<T>(
   manifest: string,
   command: string,
-  opts: { force?: boolean; create: boolean },
+  opts: { force?: boolean; create: boolean; interruptible?: boolean },
   fn: (cluster: Cluster) => Promise<T>,
 ): Promise<T> {
   return withStore(manifest, command, opts.create, async (store) => {
     // What the coordinator has to say beside the result (a commit whose
     // bookkeeping failed, say) goes to stderr as a warning.
-    const cluster = await Cluster.start(store, { ...opts, log: warn });
+    const cluster = await Cluster.start(store, { force: opts.force, log: warn });
+    // interruptible (read, write, restore): a signal abandons fn at once, and
+    // the orderly close below freezes the workers' gates, so each write in
+    // flight completes (its old block logged first) and no new one starts.
+    // The others (export stops between its rounds itself; catalogue changes
+    // run to their outcome) finish fn first.
+    const stop = opts.interruptible ? onInterrupt() : undefined;
     let result: T;
     try {
-      result = await fn(cluster);
+      throwIfInterrupted();
+      result = await (stop ? Promise.race([fn(cluster), stop.promise]) : fn(cluster));
     } catch (err) {
       // Close cleanly even after a failed operation (a usage error mid-way
       // leaves the workers healthy); a dead worker just stays dead.
@@ -50,6 +71,8 @@ export async function withCluster<T>(
       );
       if (closed) await store.markClean();
       throw err;
+    } finally {
+      stop?.dispose();
     }
     // The operation succeeded. A session that wrote data must also close
     // cleanly (the close syncs it). One that only changed the catalogue

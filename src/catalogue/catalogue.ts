@@ -19,8 +19,12 @@ export interface SnapshotInfo extends Pick<SnapshotRecord, 'id' | 'name' | 'crea
   manual: boolean;
   /** Held (vsnap hold): neither prune nor delete removes it until vsnap release. */
   held: boolean;
+  /** Allocated bytes of the files in snapshots/<id>/ (store/space.ts). */
+  usedBytes: number;
   partitions: Pick<SnapshotPartitionRecord, 'id' | 'worker' | 'pid' | 'snapshotFile' | 'changeLogFile'>[];
 }
+
+import type { SpaceReport } from '../store/space.js';
 
 export interface StatusReport {
   name: string;
@@ -30,10 +34,13 @@ export interface StatusReport {
   snapshots: number;
   latest: { id: number; name: string; createdAt: string } | null;
   heldBy: { pid: number; command: string; socket?: string } | null;
-  partitions: { id: string; worker: number; pid: number; clean: boolean; stale: number[]; staleReason: string | null; loggedBlocks: number }[];
+  /** clean: the last session closed in order (false: recovered after a crash); writing: written since this open (a server). */
+  partitions: { id: string; worker: number; pid: number; clean: boolean; writing: boolean; stale: number[]; staleReason: string | null; loggedBlocks: number }[];
   workers: { worker: number; pid: number; rss: number }[];
   /** The first failed sync of a backing file while serving: every FLUSH fails until the server restarts. */
   syncFailure: string | null;
+  /** Store, snapshots and clones (allocated bytes), free space and the recent growth (store/space.ts). */
+  space: SpaceReport;
 }
 
 export type PruneResult = PrunePlan & { dryRun: boolean };

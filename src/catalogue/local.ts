@@ -2,6 +2,7 @@
 // that change snapshots or ask the workers) its running cluster. The CLI
 // uses it when no server holds the volume; `vsnap serve` hosts it on its
 // control socket.
+import { storeSpace } from '../store/space.js';
 import { UsageError } from '../errors.js';
 import { checkSnapshotName, defaultName, isManual, resolveRef } from '../store/names.js';
 import { readLock } from '../store/lock.js';
@@ -139,9 +140,10 @@ async function statusOf(cluster: Cluster): Promise<StatusReport> {
       const w = st.find((s) => s.partitions.some((x) => x.id === p.id))!;
       const ps = w.partitions.find((x) => x.id === p.id)!;
       const stale = cluster.store.stale.find((s) => s.partition === p.id);
-      return { id: p.id, worker: p.worker, pid: w.pid, clean: ps.clean, stale: stale?.snapshots ?? [], staleReason: stale?.reason ?? null, loggedBlocks: ps.loggedBlocks };
+      return { id: p.id, worker: p.worker, pid: w.pid, clean: !ps.recovered, writing: !ps.clean && !ps.recovered, stale: stale?.snapshots ?? [], staleReason: stale?.reason ?? null, loggedBlocks: ps.loggedBlocks };
     }),
     workers: [...cluster.workers.values()].sort((a, b) => a.index - b.index).map((h) => ({ worker: h.index, pid: h.pid, rss: st.find((s) => s.pid === h.pid)?.rss ?? 0 })),
     syncFailure: cluster.syncFailure?.message ?? null,
+    space: storeSpace(volume.storeDir, snaps),
   };
 }

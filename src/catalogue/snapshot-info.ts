@@ -7,6 +7,7 @@ import { snapshotMember } from '../store/layout.js';
 import { changeLogRecordCount } from '../formats/changelog.js';
 import { isManual } from '../store/names.js';
 import type { SnapshotInfo } from './catalogue.js';
+import { snapshotUsedBytes } from '../store/space.js';
 
 
 function changedBytes(storeDir: string, rec: SnapshotRecord): number {
@@ -35,6 +36,7 @@ export function toInfo(storeDir: string, rec: SnapshotRecord, held: boolean): Sn
     changedBytes: changedBytes(storeDir, rec),
     manual: isManual(rec),
     held,
+    usedBytes: snapshotUsedBytes(storeDir, rec.id),
     partitions: rec.partitions.map((p) => ({
       id: p.id,
       worker: p.worker,

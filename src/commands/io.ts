@@ -8,6 +8,8 @@ import { UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
 import { withCluster } from '../session.js';
 import type { Volume } from '../manifest/layout.js';
+import { trackTemp } from '../interrupt.js';
+import { abandonOutputs, beginOutput, finishOutputs } from './output-file.js';
 
 const CHUNK = 8 << 20;
 
@@ -67,30 +69,46 @@ export function checkOutput(volume: Volume, manifest: string, out: string, flag:
 }
 
 export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes: number }> {
-  return withCluster(manifest, 'read', { create: false, force: o.force }, async (cluster) => {
+  return withCluster(manifest, 'read', { create: false, force: o.force, interruptible: true }, async (cluster) => {
     cluster.checkRange(o.offset, o.length);
     const view = o.snapshot === undefined ? 0 : resolveRef(cluster.store.snapshots, o.snapshot).id;
     if (o.output) {
       checkOutputPath(o.output, '--output');
       checkOutput(cluster.volume, manifest, o.output, '--output');
     }
-    const out: Writable = o.output ? fs.createWriteStream(o.output) : process.stdout;
-    const failed = new Promise<never>((_, reject) => out.once('error', reject));
-    failed.catch(() => {});
-    // Keep two chunks in flight so workers read while stdout drains.
-    let pending: Promise<Buffer> | undefined;
-    for (let pos = 0; pos < o.length || pending; ) {
-      const next = pos < o.length ? cluster.read(view, o.offset + pos, Math.min(CHUNK, o.length - pos)) : undefined;
-      if (next) {
-        next.catch(() => {}); // awaited on the next turn
-        pos += Math.min(CHUNK, o.length - pos);
+    // --output: written whole or not at all (a temporary file renamed at the end; output-file.ts).
+    const target = o.output ? beginOutput(o.output, 0) : undefined;
+    try {
+      const out: Writable = target ? fs.createWriteStream(target.writing, { flags: target.writing === target.final ? 'w' : 'r+' }) : process.stdout;
+      const failed = new Promise<never>((_, reject) => out.once('error', reject));
+      failed.catch(() => {});
+      // Keep two chunks in flight so workers read while stdout drains.
+      let pending: Promise<Buffer> | undefined;
+      for (let pos = 0; pos < o.length || pending; ) {
+        const next = pos < o.length ? cluster.read(view, o.offset + pos, Math.min(CHUNK, o.length - pos)) : undefined;
+        if (next) {
+          next.catch(() => {}); // awaited on the next turn
+          pos += Math.min(CHUNK, o.length - pos);
+        }
+        if (pending) await writeOut(out, await pending);
+        pending = next;
       }
-      if (pending) await writeOut(out, await pending);
-      pending = next;
-    }
-    if (o.output) {
-      out.end();
-      await once(out, 'finish');
+      if (target) {
+        out.end();
+        await once(out, 'finish');
+        if (target.writing !== target.final) {
+          const fd = fs.openSync(target.writing, 'r+');
+          try {
+            fs.fsyncSync(fd);
+          } finally {
+            fs.closeSync(fd);
+          }
+        }
+        await finishOutputs([target]);
+      }
+    } catch (err) {
+      if (target) abandonOutputs([target]);
+      throw err;
     }
     return { bytes: o.length };
   });
@@ -101,7 +119,7 @@ export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes
  * would run past the end of the volume changes nothing. Up to 64 MiB stays in
  * memory; more is spooled to a temporary file.
  */
-async function collect(input: Readable, limit: number): Promise<{ chunks: Buffer[]; spool?: string; size: number }> {
+async function collect(input: Readable, limit: number, onRead?: (bytes: number) => void): Promise<{ chunks: Buffer[]; spool?: string; size: number }> {
   const chunks: Buffer[] = [];
   let size = 0;
   let spool: string | undefined;
@@ -109,10 +127,14 @@ async function collect(input: Readable, limit: number): Promise<{ chunks: Buffer
   try {
     for await (const c of input as AsyncIterable<Buffer>) {
       size += c.length;
+      onRead?.(size);
       if (size > limit) throw new UsageError(`input: ${size}+ bytes at --offset would run past the end of the volume (${limit} bytes available)`);
       if (fd === undefined && size > 64 << 20) {
-        spool = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vsnap-write-')), 'input');
-        fd = fs.openSync(spool, 'w');
+        // A private directory (mkdtemp: 0700); removed on every exit, Ctrl-C included (src/interrupt.ts).
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vsnap-write-'));
+        trackTemp(dir);
+        spool = path.join(dir, 'input');
+        fd = fs.openSync(spool, 'w', 0o600);
         for (const k of chunks) fs.writeSync(fd, k);
         chunks.length = 0;
       }
@@ -128,8 +150,15 @@ async function collect(input: Readable, limit: number): Promise<{ chunks: Buffer
   return { chunks, spool, size };
 }
 
-export async function writeCmd(manifest: string, o: { offset: number; input?: string }): Promise<{ bytes: number }> {
-  return withCluster(manifest, 'write', { create: true }, async (cluster) => {
+export interface WriteProgress {
+  /** A new phase: "reading stdin" (total unknown: 0), "writing" (total: the input's size), "syncing". */
+  onPhase?: (label: string, total: number) => void;
+  /** Bytes done in the current phase: read from the input, or written and acknowledged by the workers. */
+  onProgress?: (bytes: number) => void;
+}
+
+export async function writeCmd(manifest: string, o: { offset: number; input?: string } & WriteProgress): Promise<{ bytes: number }> {
+  return withCluster(manifest, 'write', { create: true, interruptible: true }, async (cluster) => {
     cluster.checkRange(o.offset, 0);
     const limit = cluster.size - o.offset;
     let source: { chunks: Buffer[]; spool?: string; size: number };
@@ -146,18 +175,23 @@ export async function writeCmd(manifest: string, o: { offset: number; input?: st
         source = { chunks: [], spool: o.input, size: st.size };
       } else {
         // A pipe, FIFO or character device has no size to trust: read it to its end like stdin.
-        source = await collect(fs.createReadStream(o.input), limit);
+        o.onPhase?.(`reading ${o.input}`, 0);
+        source = await collect(fs.createReadStream(o.input), limit, o.onProgress);
       }
     } else {
-      source = await collect(process.stdin, limit);
+      o.onPhase?.('reading stdin', 0);
+      source = await collect(process.stdin, limit, o.onProgress);
     }
+    o.onPhase?.('writing', source.size);
+    let written = 0;
     try {
       const lanes: Promise<void>[] = [];
       let pos = 0;
       const submit = async (buf: Buffer) => {
         const at = o.offset + pos;
         pos += buf.length;
-        const p = cluster.write(at, buf);
+        // Counted when the workers acknowledge the write (its old blocks logged durably first).
+        const p = cluster.write(at, buf).then(() => o.onProgress?.((written += buf.length)));
         p.catch(() => {}); // observed by the await below; avoid an unhandled rejection meanwhile
         lanes.push(p);
         if (lanes.length >= 4) await lanes.shift();
@@ -178,9 +212,12 @@ export async function writeCmd(manifest: string, o: { offset: number; input?: st
       }
       await Promise.all(lanes);
       // Exit 0 means durable: data and change logs flushed.
+      o.onPhase?.('syncing', source.size);
       await cluster.flush();
     } finally {
-      if (source.spool && source.spool !== o.input) fs.rmSync(path.dirname(source.spool), { recursive: true, force: true });
+      if (source.spool && source.spool !== o.input) {
+        fs.rmSync(path.dirname(source.spool), { recursive: true, force: true });
+      }
     }
     return { bytes: source.size };
   });

@@ -38,7 +38,7 @@ export async function restore(
     onProgress?: (bytes: number) => void;
   },
 ): Promise<RestoreResult> {
-  return withCluster(manifest, 'restore', { create: false, force: o.force }, async (cluster) => {
+  return withCluster(manifest, 'restore', { create: false, force: o.force, interruptible: true }, async (cluster) => {
     const snap = resolveRef(cluster.store.snapshots, ref);
     const parts = cluster.volume.partitions;
     let chosen = parts;

@@ -7,6 +7,9 @@ import { snapshotRecordFile, snapshotsEntry } from '../store/layout.js';
 import { resolveRef } from '../store/names.js';
 import { WorkerHandle } from '../coordinator/worker-handle.js';
 import type { VerifyProblem } from '../worker/protocol.js';
+import fs from 'node:fs';
+import { snapshotMember } from '../store/layout.js';
+import { interrupted, onInterrupt } from '../interrupt.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -15,7 +18,28 @@ export interface VerifyReport {
   problems: VerifyProblem[];
 }
 
-export async function verify(manifest: string, ref: string | undefined): Promise<VerifyReport> {
+/** Bytes verify will read: every partition snapshot file and change log of the snapshots checked. */
+function bytesToRead(storeDir: string, snaps: { id: number; partitions: { snapshotFile: string; changeLogFile: string }[] }[]): number {
+  let total = 0;
+  for (const s of snaps) {
+    for (const p of s.partitions) {
+      for (const f of [p.snapshotFile, p.changeLogFile]) {
+        try {
+          total += fs.statSync(snapshotMember(storeDir, s.id, f)).size;
+        } catch {
+          /* a missing file is a problem the workers report */
+        }
+      }
+    }
+  }
+  return total;
+}
+
+export async function verify(
+  manifest: string,
+  ref: string | undefined,
+  o: { onProgress?: (bytes: number) => void; onTotal?: (bytes: number) => void } = {},
+): Promise<VerifyReport> {
   const volume = loadManifest(manifest);
   const problems: VerifyProblem[] = [];
   const store = await Store.open(volume, {
@@ -38,29 +62,45 @@ export async function verify(manifest: string, ref: string | undefined): Promise
       if (broken) problems.push({ snapshot: s.id, partition: null, file: null, message: broken });
       if (s.fingerprint !== volume.fingerprint) problems.push({ snapshot: s.id, partition: null, file: null, message: `snapshot.json records mapping ${s.fingerprint}, the volume has ${volume.fingerprint}` });
     }
-    // Each worker checks the files of its own partitions, in parallel.
+    o.onTotal?.(bytesToRead(store.dir, snaps));
+    // Each worker checks the files of its own partitions, in parallel. A
+    // Ctrl-C stops waiting for them: verify changes nothing, and the workers
+    // end with the link when the finally below has released the lock.
     const indexes = [...new Set(volume.partitions.map((p) => p.worker))];
     let bytesRead = 0;
-    await Promise.all(
-      indexes.map(async (w) => {
-        const parts = volume.partitions.filter((p) => p.worker === w);
-        const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
-        try {
-          const r = await h.control({
-            t: 'verify',
-            storeDir: store.dir,
-            fingerprint: volume.fingerprint,
-            blockSize: volume.blockSize,
-            partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
-            snapshots: snaps.map((s) => ({ id: s.id, partitions: s.partitions })),
-          });
-          problems.push(...r.problems);
-          bytesRead += r.bytesRead;
-        } finally {
-          await h.close();
-        }
-      }),
-    );
+    const stop = onInterrupt();
+    const handles: WorkerHandle[] = [];
+    try {
+      await Promise.race([
+        stop.promise,
+        Promise.all(
+          indexes.map(async (w) => {
+            const parts = volume.partitions.filter((p) => p.worker === w);
+            const h = await WorkerHandle.spawn(w, parts.map((p) => p.id));
+            handles.push(h);
+            try {
+              const req = {
+                t: 'verify' as const,
+                storeDir: store.dir,
+                fingerprint: volume.fingerprint,
+                blockSize: volume.blockSize,
+                partitions: parts.map((p) => ({ index: p.index, id: p.id, length: p.length, extents: p.extents })),
+                snapshots: snaps.map((s) => ({ id: s.id, partitions: s.partitions })),
+              };
+              const r = await h.control(req, o.onProgress);
+              problems.push(...r.problems);
+              bytesRead += r.bytesRead;
+            } finally {
+              await h.close();
+            }
+          }),
+        ),
+      ]);
+    } finally {
+      stop.dispose();
+      // Interrupted: the workers are abandoned mid-read (they write nothing).
+      if (interrupted()) for (const h of handles) if (h.alive) h.kill();
+    }
     problems.sort((a, b) => (a.snapshot ?? 0) - (b.snapshot ?? 0) || String(a.partition).localeCompare(String(b.partition)));
     return { ok: problems.length === 0, snapshots: snaps.length, bytesRead, problems };
   } finally {

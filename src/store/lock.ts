@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { OperationError, fileError } from '../errors.js';
 import { PRIVATE_FILE_MODE } from '../formats/private-file.js';
 import { lockFile } from './layout.js';
+import { throwIfInterrupted } from '../interrupt.js';
 
 export interface LockInfo {
   pid: number;
@@ -175,8 +176,12 @@ export class StoreLock {
           );
         }
         if (Date.now() >= deadline) {
-          throw new OperationError(`volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt})`);
+          const waited = opts.waitMs ?? Number(process.env.VSNAP_LOCK_WAIT_MS ?? 3000);
+          throw new OperationError(
+            `volume is busy: ${storeDir} is locked by pid ${holder.pid} (${holder.command}, since ${holder.startedAt}); waited ${waited / 1000} s for it: give --wait DURATION (such as --wait 10m) to wait longer`,
+          );
         }
+        throwIfInterrupted(); // Ctrl-C while waiting (--wait 10m) ends the wait
         await new Promise((r) => setTimeout(r, 50));
         continue;
       }

@@ -223,10 +223,16 @@ class Worker {
       partitions: [...this.engines.values()].map((e) => ({
         id: e.spec.id,
         clean: this.states.get(e.spec.id)?.clean ?? true,
+        recovered: this.tookOver.has(e.spec.id),
         loggedBlocks: e.logs.reduce((a, l) => a + l.log.count, 0),
       })),
     }),
-    verify: (req) => verifyPartitions(req),
+    verify: async (req) => {
+      const progress = throttledProgress(req.reqId);
+      const r = await verifyPartitions(req, progress.add);
+      progress.flush();
+      return r;
+    },
     cloneOpen: async (req) => (this.clones.add(req.clone), null),
     cloneReset: async (req) => (await this.clones.reset(req.handle), null),
     cloneClose: async (req) => (await this.clones.close(req.handle, false), null),

@@ -102,7 +102,8 @@ export interface WorkerStatus {
   rss: number;
   /** Peak resident set size of the worker so far, bytes. */
   maxRss: number;
-  partitions: { id: string; clean: boolean; loggedBlocks: number }[];
+  /** clean: no write since the last orderly close; recovered: this worker's open found its predecessor's state unclean (a crash). */
+  partitions: { id: string; clean: boolean; recovered: boolean; loggedBlocks: number }[];
 }
 
 /** A bounded changed-blocks query over one partition range (worker/changed-range.ts). */

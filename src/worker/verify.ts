@@ -9,7 +9,8 @@ import { snapshotDir, snapshotMember, snapshotRecordFile } from '../store/layout
 import { readState, statePath } from '../store/partition-state.js';
 import type { VerifyProblem, VerifyRequest } from './protocol.js';
 
-export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: VerifyProblem[]; bytesRead: number }> {
+/** onProgress: bytes read, after each file (`vsnap verify`'s progress line). */
+export async function verifyPartitions(req: VerifyRequest, onProgress?: (bytes: number) => void): Promise<{ problems: VerifyProblem[]; bytesRead: number }> {
   const problems: VerifyProblem[] = [];
   let bytesRead = 0;
   for (const spec of req.partitions) {
@@ -32,6 +33,7 @@ export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: 
       try {
         const bytes = await fs.promises.readFile(psnap);
         bytesRead += bytes.length;
+        onProgress?.(bytes.length);
         if (sha256Tagged(bytes) !== rec.snapshotChecksum) problem(psnap, `checksum ${sha256Tagged(bytes)} does not match ${rec.snapshotChecksum} recorded in snapshot.json`);
         const st = await readPartitionSnapshot(psnap);
         const want: [string, unknown, unknown][] = [
@@ -67,6 +69,7 @@ export async function verifyPartitions(req: VerifyRequest): Promise<{ problems: 
         if (log.headerCrc !== rec.changeLogHeaderCrc) problem(clog, `header crc ${log.headerCrc} does not match ${rec.changeLogHeaderCrc} recorded in snapshot.json`);
         const v = await log.verify();
         bytesRead += v.bytesRead;
+        onProgress?.(v.bytesRead);
         for (const p of v.problems) problem(clog, p.message);
       } catch (err) {
         problem(clog, (err as Error).message);

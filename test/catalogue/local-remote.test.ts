@@ -37,6 +37,8 @@ function stable(s: StatusReport) {
     heldBy: null,
     partitions: s.partitions.map((p) => ({ ...p, pid: 0 })),
     workers: s.workers.map((w) => ({ ...w, pid: 0, rss: 0 })).sort((a, b) => a.worker - b.worker),
+    // Free space and the growth rate change with time and other writers on the file system.
+    space: { ...s.space, freeBytes: 0, recentBytesPerHour: 0, warning: null },
   };
 }
 

@@ -1,0 +1,67 @@
+// Output files written whole or not at all (export, read --output): the data
+// goes to a hidden temporary name beside the target, in the same directory so
+// the rename stays on one file system, and is renamed into place only when
+// complete and synced; then the directory is synced. A failure or a signal
+// removes the temporary file (src/interrupt.ts tracks it), so nothing partial
+// is ever left under the target's name.
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { namingFile } from '../errors.js';
+import { fsyncDir } from '../formats/atomic.js';
+import { trackTemp } from '../interrupt.js';
+
+/**
+ * An output being written: a private temporary name beside the target
+ * (`.<name>.vsnap-<pid>-<hex>.tmp`), or the target itself when that is not
+ * a regular file (a block device or /dev/null cannot be renamed over).
+ */
+export interface Output {
+  final: string;
+  writing: string;
+  untrack: () => void;
+}
+
+export function beginOutput(final: string, size: number): Output {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(final);
+  } catch {
+    /* a new file */
+  }
+  if (st && !st.isFile()) {
+    // A device: write in place, as before (nothing to rename).
+    return { final, writing: final, untrack: () => {} };
+  }
+  const writing = path.join(path.dirname(final), `.${path.basename(final)}.vsnap-${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
+  const untrack = trackTemp(writing);
+  // 'wx': never follow a link planted at the temporary name.
+  const fd = fs.openSync(writing, 'wx', st ? st.mode & 0o7777 : 0o666);
+  try {
+    fs.ftruncateSync(fd, size);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { final, writing, untrack };
+}
+
+/** The copy is synced (each worker datasyncs its outputs); rename every output into place, then sync the directories. */
+export async function finishOutputs(outputs: Output[]): Promise<void> {
+  const dirs = new Set<string>();
+  for (const o of outputs) {
+    if (o.writing === o.final) continue;
+    await namingFile(o.final, fs.promises.rename(o.writing, o.final));
+    o.untrack();
+    dirs.add(path.dirname(o.final));
+  }
+  for (const d of dirs) await fsyncDir(d);
+}
+
+/** Remove the temporary files of outputs that will not be finished. */
+export function abandonOutputs(outputs: Output[]): void {
+  for (const out of outputs) {
+    if (out.writing === out.final) continue;
+    fs.rmSync(out.writing, { force: true });
+    out.untrack();
+  }
+}
