@@ -45,3 +45,45 @@ test('examples/ci-loop.sh restores after each test and stops at the first failin
   const list = JSON.parse((await vsnap(['list', manifest, '--json'])).stdout) as unknown[];
   assert.deepEqual(list, [], 'the pristine snapshot was deleted');
 });
+
+test('examples/ci-loop.sh --clones gives each test its own clone of pristine, never writes the images, and stops at the first failure', async (t) => {
+  const missing = requireTool('qemu-io', 'qemu-utils');
+  if (missing) return t.skip(missing);
+  const { dir, cleanup } = tmpdir('vsnap-ci-clones-');
+  t.after(cleanup);
+  const init = await vsnap(['init', dir, '--files', '1', '--file-size', '8MiB', '--partitions', '2', '--workers', '2', '--name', 'ci']);
+  assert.equal(init.code, 0, init.stderr);
+  const manifest = path.join(dir, 'volume.json');
+  const image = path.join(dir, 'disk-0.img');
+  const before = fs.readFileSync(image);
+  const mtimeBefore = fs.statSync(image).mtimeMs;
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  fs.writeFileSync(path.join(bin, 'vsnap'), `#!/bin/sh\nexec "${process.execPath}" "${BIN}" "$@"\n`, { mode: 0o755 });
+  const log = path.join(dir, 'ran.log');
+  const testScript = (name: string, body: string) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, `#!/bin/sh\necho "${name} $uri" >> "${log}"\n${body}\n`, { mode: 0o755 });
+    return p;
+  };
+  // The pattern check fails (exit 9) unless the test starts from pristine zeroes.
+  const check = `qemu-io -f raw -c 'read -P 0 0 1M' "$uri" | grep -q 'read 1048576' || exit 9`;
+  const t1 = testScript('t1.sh', `${check}\nqemu-io -f raw -c 'write -P 0x55 0 1M' "$uri" >/dev/null`);
+  const t2 = testScript('t2.sh', `${check}\nqemu-io -f raw -c 'write -P 0x66 0 64k' "$uri" >/dev/null\nexit 7`);
+  const t3 = testScript('t3.sh', 'exit 0');
+  const r = spawnSync(path.join(ROOT, 'examples', 'ci-loop.sh'), ['--clones', manifest, t1, t2, t3], {
+    encoding: 'utf8',
+    env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, NO_COLOR: '1' },
+    timeout: 300_000,
+  });
+  assert.equal(r.status, 7, `the job's status is the failing test's: ${r.stderr}`);
+  const ran = fs.readFileSync(log, 'utf8').trim().split('\n');
+  assert.deepEqual(ran.map((l) => l.split(' ')[0]), ['t1.sh', 't2.sh'], 't3 must not run after t2 failed');
+  for (const l of ran) assert.match(l, /clone%2Frun-|clone\/run-/, `each test's $uri is a clone export: ${l}`);
+  assert.ok(fs.readFileSync(image).equals(before), 'the images were never written');
+  assert.equal(fs.statSync(image).mtimeMs, mtimeBefore, 'not even touched');
+  const clones = JSON.parse((await vsnap(['clone', 'list', manifest, '--json'])).stdout) as unknown[];
+  assert.deepEqual(clones, [], 'every throwaway clone was deleted');
+  const list = JSON.parse((await vsnap(['list', manifest, '--json'])).stdout) as unknown[];
+  assert.deepEqual(list, [], 'the pristine snapshot was deleted');
+});
