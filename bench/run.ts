@@ -1,4 +1,4 @@
-// npm run bench [-- --only create,write,rss,nbd,clone,restore,restore-cold,export,many --runs N --dir DIR]
+// npm run bench [-- --only create,write,rss,nbd,clone,restore,restore-loop,restore-cold,export,many --runs N --dir DIR]
 // Runs vsnap and its peers side by side in one run and prints medians and ratios.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -6,7 +6,7 @@ import path from 'node:path';
 import { printRows, type Row } from './lib.js';
 import { benchCreate, benchWrite, benchRss } from './snapshots.js';
 import { benchNbd } from './nbd.js';
-import { benchRestore, benchExport } from './workflows.js';
+import { benchRestore, benchRestoreLoop, benchExport } from './workflows.js';
 import { benchMany } from './many.js';
 import { benchClone } from './clone.js';
 
@@ -29,6 +29,7 @@ try {
   if (only.has('nbd')) rows.push(...(await benchNbd(arg('dir', '/dev/shm'), runs)));
   if (only.has('clone')) rows.push(...(await benchClone(arg('dir', '/dev/shm'), runs)));
   if (only.has('restore')) rows.push(...(await benchRestore(dir, runs)));
+  if (only.has('restore-loop')) rows.push(...(await benchRestoreLoop(dir, Number(arg('rounds', '20')))));
   if (only.has('restore-cold')) rows.push(...(await benchRestore(dir, runs, true)));
   if (only.has('export')) rows.push(...(await benchExport(dir, runs)));
   if (only.has('many')) rows.push(...(await benchMany(dir, runs)));

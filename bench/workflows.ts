@@ -204,3 +204,38 @@ export async function benchExport(dir: string, runs: number): Promise<Row[]> {
   );
   return rows;
 }
+
+/**
+ * The CI loop of design §5: `pristine` taken once, then rounds of "a test
+ * writes, restore pristine". Each restore of the newest snapshot should cost
+ * what its round wrote, so the last rounds cost what the first did (before
+ * the restored blocks left the log, round k rewrote all k rounds' blocks).
+ */
+export async function benchRestoreLoop(dir: string, rounds = 20): Promise<Row[]> {
+  const vdir = path.join(dir, 'restore-loop');
+  fs.rmSync(vdir, { recursive: true, force: true });
+  await vsnap(['init', vdir, '--files', '4', '--file-size', '256MiB', '--partitions', '4', '--workers', '2']);
+  const manifest = path.join(vdir, 'volume.json');
+  await vsnap(['create', manifest, '--name', 'pristine']);
+  const rnd = prng(99);
+  const bytes: number[] = [];
+  const ms: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    // Each round writes 4 MiB: four 1 MiB chunks at random 4 KiB-aligned places.
+    for (let k = 0; k < 4; k++) {
+      const off = Math.floor(rnd() * ((GiB - MiB) / 4096)) * 4096;
+      await vsnap(['write', manifest, '--offset', String(off)], { input: randomBytes(MiB) });
+    }
+    const r = await vsnap(['restore', manifest, 'pristine', '--json']);
+    ms.push(r.ms);
+    bytes.push((JSON.parse(r.stdout) as { restoredBytes: number }).restoredBytes);
+  }
+  fs.rmSync(vdir, { recursive: true, force: true });
+  const first = median(ms.slice(0, 5));
+  const last = median(ms.slice(-5));
+  return [
+    { group: 'restore-loop', what: `restoredBytes per round, rounds 1 / ${rounds} / max (4 MiB written per round)`, value: bytes[rounds - 1] / MiB, unit: 'MiB', note: `round 1 ${(bytes[0] / MiB).toFixed(2)} MiB, max ${(Math.max(...bytes) / MiB).toFixed(2)} MiB: flat means O(this test)` },
+    { group: 'restore-loop', what: `restore wall time, median of rounds 1-5 vs ${rounds - 4}-${rounds}`, value: last, unit: 'ms', note: `first rounds ${first.toFixed(0)} ms, min ${Math.min(...ms).toFixed(0)}, max ${Math.max(...ms).toFixed(0)}` },
+    { group: 'restore-loop', what: 'last rounds / first rounds restore time', value: last / first, unit: 'ratio', note: 'goal ~1.0 (flat)' },
+  ];
+}
