@@ -66,14 +66,18 @@ export function union(sets: Iterable<Set<number>>): Set<number> {
 }
 
 /** Write seeded random bytes at each [offset, length] through libnbd (one connection), then flush. */
-export async function writeThrough(uri: string, writes: readonly [number, number][], seed: number): Promise<void> {
+export async function writeThrough(uri: string, writes: readonly ([number, number] | [number, number, 'zero' | 'trim'])[], seed: number): Promise<void> {
+  // [offset, length] writes random bytes; a third element 'zero' or 'trim' sends WRITE_ZEROES or TRIM instead.
   const py = [
     'import nbd, json, random, sys',
     'h = nbd.NBD()',
     'h.connect_uri(sys.argv[1])',
     'r = random.Random(int(sys.argv[3]))',
-    'for off, n in json.loads(sys.argv[2]):',
-    '    h.pwrite(r.randbytes(n), off)',
+    'for w in json.loads(sys.argv[2]):',
+    '    off, n = w[0], w[1]',
+    '    if len(w) > 2 and w[2] == "zero": h.zero(n, off)',
+    '    elif len(w) > 2 and w[2] == "trim": h.trim(n, off)',
+    '    else: h.pwrite(r.randbytes(n), off)',
     'h.flush()',
     'h.shutdown()',
   ].join('\n');
