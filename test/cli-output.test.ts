@@ -71,7 +71,7 @@ test('piped, -H and -q output of list, show, status, diff and prune match the go
     ['diff-by-file', ['diff', manifest, 'pristine', '--by-file']],
     ['validate', ['validate', manifest]],
     ['validate-q', ['validate', manifest, '--quiet']],
-    ['prune-dry-run', ['prune', manifest, '--keep-last', '1', '--dry-run']],
+    ['prune-dry-run', ['prune', manifest, '--keep-last', '1', '--include-manual', '--dry-run']],
     ['prune-nothing-q', ['prune', manifest, '--keep-last', '5', '-q']],
   ];
   for (const [name, args] of cases) {
