@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
-import { UsageError } from '../errors.js';
+import { OperationError, UsageError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
 import { withCluster } from '../session.js';
 import type { Volume } from '../manifest/layout.js';
@@ -201,7 +201,16 @@ export async function writeCmd(manifest: string, o: { offset: number; input?: st
         try {
           for (let off = 0; off < source.size; off += CHUNK) {
             const buf = Buffer.allocUnsafe(Math.min(CHUNK, source.size - off));
-            await fh.read(buf, 0, buf.length, off);
+            // A file that shrank while being read must not send unread (uninitialised) bytes to the volume.
+            let got = 0;
+            while (got < buf.length) {
+              const { bytesRead } = await fh.read(buf, got, buf.length - got, off + got);
+              if (bytesRead === 0) {
+                const what = source.spool === o.input ? `--input ${o.input}` : 'the spooled input';
+                throw new OperationError(`${what}: shrank while being read (ended at byte ${off + got} of ${source.size}); its first ${off} bytes went to the volume at --offset ${o.offset}, nothing after them`);
+              }
+              got += bytesRead;
+            }
             await submit(buf);
           }
         } finally {

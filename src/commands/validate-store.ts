@@ -11,7 +11,7 @@ import { mappingOf, describeMappingChange } from '../manifest/layout.js';
 import type { Problem } from '../manifest/load.js';
 import { IntegrityError, UsageError, describeErrnoError, isErrnoError } from '../errors.js';
 import { readRecordSync } from '../formats/record-json.js';
-import { readSnapshots, reconcileChain, VOLUME_KIND, type SnapshotRecord, type VolumeRecord } from '../store/store.js';
+import { readSnapshots, reconcileChain, refuseForeignStore, VOLUME_KIND, type SnapshotRecord, type VolumeRecord } from '../store/store.js';
 import { BACKING_KIND } from '../store/backing.js';
 import { DELETING_SUFFIX, backingFile, isSnapshotDirName, snapshotDir, snapshotsDir, volumeFile } from '../store/layout.js';
 
@@ -46,6 +46,11 @@ export async function checkStore(volume: Volume): Promise<Problem[]> {
   } catch (err) {
     // No store yet: the first command that records something creates it.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    return [problemOf(err, dir)];
+  }
+  try {
+    refuseForeignStore(dir, volume.manifestPath);
+  } catch (err) {
     return [problemOf(err, dir)];
   }
   let names: string[] = [];

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { isErrnoError, operationErrorFrom } from '../errors.js';
 import type { LayoutIssue, PlannedExtent } from './layout.js';
 import { HEADER_PROBE_BYTES, describeImageHeader, detectImageHeader, type ImageHeader } from './image-header.js';
+import { BACKING_FILE } from '../store/layout.js';
 
 /**
  * /sys/dev/block/<major>:<minor> for a device number as Linux encodes it in
@@ -58,6 +59,24 @@ export interface CheckFilesOptions {
   reportUnreadable?: boolean;
 }
 
+/**
+ * Device:inode keys of the backing files the store's backing.json records
+ * (docs/formats.md): read as plain JSON and only ever used to skip the
+ * image-header look, so a missing or damaged file just means "none".
+ */
+function adoptedFiles(storeDir: string | undefined): Set<string> {
+  const out = new Set<string>();
+  if (storeDir === undefined) return out;
+  try {
+    const rec = JSON.parse(fs.readFileSync(path.join(storeDir, BACKING_FILE), 'utf8')) as { format?: unknown; files?: { dev?: unknown; ino?: unknown }[] };
+    if (rec.format !== 'vsnap-backing-state' || !Array.isArray(rec.files)) return out;
+    for (const f of rec.files) if (typeof f?.dev === 'number' && typeof f?.ino === 'number') out.add(`${f.dev}:${f.ino}`);
+  } catch {
+    // No store yet, or nothing readable: every file gets the look.
+  }
+  return out;
+}
+
 /** The first bytes of one file, or the errno that kept them from being read. */
 function readProbe(file: string): Buffer | string {
   let fd: number;
@@ -87,6 +106,7 @@ export function checkFiles(extents: readonly PlannedExtent[], opts: CheckFilesOp
   const byInode = new Map<string, { where: string; file: string; offset: number; end: number }[]>();
   // One read per distinct file (device and inode), however many extents it holds.
   const headers = new Map<string, ImageHeader | string | undefined>();
+  const adopted = adoptedFiles(opts.storeDir);
   let storeReal = opts.storeDir;
   try {
     if (opts.storeDir !== undefined) storeReal = fs.realpathSync(opts.storeDir);
@@ -128,7 +148,12 @@ export function checkFiles(extents: readonly PlannedExtent[], opts: CheckFilesOp
     const key = st.isBlockDevice() ? `rdev:${st.rdev}` : `${st.dev}:${st.ino}`;
     // The header is at the file's offset 0 whatever the extent's offset: a
     // range cut out of a qcow2 file is its clusters and tables, not a disk.
-    if (e.format !== 'raw') {
+    // A file the store already records (backing.json) has been vsnap's volume
+    // since: a header at its start is one a guest wrote through vsnap (a LUKS
+    // format of the whole disk, an image written by a test), not a sign that
+    // the wrong file was listed, and refusing it would lock the volume out of
+    // every command, restore included.
+    if (e.format !== 'raw' && !adopted.has(key)) {
       if (!headers.has(key)) {
         const probe = readProbe(e.path);
         headers.set(key, typeof probe === 'string' ? probe : detectImageHeader(probe));

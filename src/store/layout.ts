@@ -161,6 +161,20 @@ export function cloneDir(storeDir: string, name: string): string {
 }
 
 /** Suffixes of a clone directory being created / deleted ('+' never appears in a name). */
+/** Every name vsnap itself puts at the top of a store (with temp names derived from them). */
+const STORE_NAMES = new Set([VOLUME_FILE, LOCK_FILE, IDS_FILE, BACKING_FILE, HOLDS_FILE, STATE_DIR, SNAPSHOTS_DIR, NBD_SOCKET, CONTROL_SOCKET, CLONES_DIR]);
+
+/**
+ * Entries of an existing directory without volume.json that vsnap did not
+ * put there: a manifest whose "store" names a directory of the user's (".",
+ * a home or bin directory) must be refused before vsnap chmods its files
+ * private or replaces a file called "lock" (atomic.ts and lock.ts temp names
+ * count as vsnap's own).
+ */
+export function foreignStoreEntries(names: readonly string[]): string[] {
+  return names.filter((n) => !STORE_NAMES.has(n) && !STORE_NAMES.has(n.replace(/\.tmp-\d+-[0-9a-f]+$/, '')) && !/^lock\.\d+\.[a-z0-9]+$/.test(n));
+}
+
 export const CLONE_NEW_SUFFIX = '+new';
 export const CLONE_DEL_SUFFIX = '+del';
 

@@ -10,7 +10,7 @@ import { readRecord, readRecordSync, writeRecord } from '../formats/record-json.
 import { fsyncDir } from '../formats/atomic.js';
 import { StoreLock } from './lock.js';
 import { mkdirPrivate, tightenStore } from './private.js';
-import { DELETING_SUFFIX, idsFile, isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
+import { DELETING_SUFFIX, foreignStoreEntries, idsFile, isLeftoverName, isSnapshotDirName, snapshotDir, snapshotRecordFile, snapshotsDir, snapshotsEntry, stateDir, volumeFile } from './layout.js';
 import { identities, identitiesIfPresent, leftByVsnap, planStale, readBacking, stalePerPartition, volumeFiles, writeBacking, type BackingIdentity, type BackingRecord, type StaleEntry } from './backing.js';
 
 export interface SnapshotPartitionRecord {
@@ -125,6 +125,27 @@ export async function readSnapshots(storeDir: string, onBad?: (dir: string, err:
  * not reach (a private `.vsnap/` of another user) must fail with EACCES, not
  * look like no store at all.
  */
+/** A directory that is not (the start of) a vsnap store is the user's: exit 2 before touching it. */
+export function refuseForeignStore(dir: string, manifest?: string): void {
+  if (manifest) {
+    const rel = path.relative(dir, path.resolve(manifest));
+    if (!rel.startsWith('..') && !path.isAbsolute(rel)) throw new UsageError(`store: ${dir} holds the manifest ${manifest} itself; set "store" to a directory of its own (default: .vsnap/<name> beside the manifest)`);
+  }
+  if (fs.existsSync(volumeFile(dir))) return;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') throw new UsageError(`store: ${dir} is not a directory`);
+    throw err;
+  }
+  const foreign = foreignStoreEntries(names);
+  if (foreign.length) {
+    const shown = foreign.slice(0, 3).map((n) => JSON.stringify(n)).join(', ');
+    throw new UsageError(`store: ${dir} exists and is not a vsnap store (it holds ${shown}${foreign.length > 3 ? ` and ${foreign.length - 3} more` : ''}); set "store" in the manifest to a new or empty directory`);
+  }
+}
+
 function storeExists(dir: string): boolean {
   try {
     fs.statSync(dir);
@@ -171,7 +192,8 @@ export class Store {
 
   static async open(volume: Volume, o: OpenStoreOptions): Promise<Store> {
     const dir = volume.storeDir;
-    if (!storeExists(dir)) {
+    if (storeExists(dir)) refuseForeignStore(dir, volume.manifestPath);
+    else {
       if (!o.create) return new Store(volume, dir, undefined, undefined, [], undefined);
       // Private whatever the umask: change logs hold old guest data (src/store/private.ts).
       await mkdirPrivate(dir);
