@@ -2,7 +2,7 @@
 // blocks go to stdout where they are the result; see table.ts for the
 // terminal/pipe/-H forms). Scripts that want every field use --json.
 import path from 'node:path';
-import { c } from './ui.js';
+import { c, outputMode } from './ui.js';
 import { OutputTable, keyValues, humanTables, type Column } from './table.js';
 import { formatSize } from './size.js';
 import type { PruneResult, SnapshotInfo, StatusReport } from './catalogue/catalogue.js';
@@ -20,7 +20,10 @@ function shortTime(iso: string): string {
 
 export function renderSnapshotList(list: SnapshotInfo[]): string {
   if (list.length === 0) return '';
-  const expiring = list.some((s) => s.expiresAt);
+  // Scripts (piped or -H) get a fixed column set: a column that came and went
+  // with the data would shift the ones after it. A terminal drops it when empty.
+  const scripted = process.stdout.isTTY !== true || outputMode.scripted;
+  const expiring = scripted || list.some((s) => s.expiresAt);
   const t = table([
     { title: 'id', right: true },
     { title: 'name', elide: true },
