@@ -117,3 +117,23 @@ test('write --input of a file that shrinks while being read fails (exit 1) and n
     assert.match(stderr, /shrank while being read/);
   }
 });
+
+test('a key given twice in a manifest is a problem naming it, with its line and column, not a silent loss of the first value', async (t) => {
+  const { dir, cleanup } = tmpdir();
+  t.after(cleanup);
+  fs.writeFileSync(path.join(dir, 'd0.img'), Buffer.alloc(0));
+  fs.truncateSync(path.join(dir, 'd0.img'), 4 << 20);
+  const m = path.join(dir, 'dup.json');
+  const part = (id: string) => `{"id":"${id}","worker":0,"extents":[{"file":"d0.img","length":"4MiB"}]}`;
+  fs.writeFileSync(m, `{"name":"a",\n "partitions":[${part('p')}],\n "partitions":[${part('q')}]}`);
+  for (const cmd of [['validate', m], ['list', m]]) {
+    const r = await vsnap(cmd);
+    assert.equal(r.code, 2, `${cmd[0]}: ${r.stderr}`);
+    assert.match(r.stderr, /partitions: given twice \(again at line 3 column 2\)/);
+  }
+  const j = await vsnap(['validate', m, '--json']);
+  const report = JSON.parse(j.stdout) as { ok: boolean; problems: { path: string; line: number; column: number }[] };
+  assert.equal(report.ok, false);
+  assert.deepEqual(report.problems.map((p) => [p.path, p.line, p.column]), [['partitions', 3, 2]]);
+  assert.ok(!fs.existsSync(path.join(dir, '.vsnap')), 'nothing created');
+});

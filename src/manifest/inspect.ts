@@ -13,7 +13,7 @@ import { UsageError, isErrnoError, operationErrorFrom } from '../errors.js';
 import { manifestSchema, formatPath, valueAt, KNOWN_KEYS, nameSchema, blockSizeSchema, storeSchema, idSchema, workerSchema, looseExtentSchema } from './schema.js';
 import { planLayout, type LayoutInput, type LayoutIssue, type Volume } from './layout.js';
 import { checkFiles, NAME_ERRORS } from './files.js';
-import { findJsonSyntaxError } from './json-syntax.js';
+import { findDuplicateKeys, findJsonSyntaxError } from './json-syntax.js';
 import { closestKey } from './suggest.js';
 
 /** Far above any real manifest (thousands of partitions fit in a few MiB). */
@@ -162,6 +162,10 @@ export function inspectManifest(manifestPath: string, o: InspectOptions = {}): I
   }
   const parsed = manifestSchema.safeParse(json);
   const problems = parsed.success ? [] : schemaProblems(json, parsed.error.issues as never);
+  // A key given twice would silently lose its first value (a whole "partitions" list, say).
+  for (const d of findDuplicateKeys(text)) {
+    problems.unshift({ stage: 'schema', path: d.key, message: `given twice (again at line ${d.line} column ${d.column}); JSON keeps only the last, so remove one`, line: d.line, column: d.column, exitCode: 2 });
+  }
   const input = parsed.success ? parsed.data : salvage(json);
   if (!input) return { problems };
   const { volume, issues, extents } = planLayout(input, manifestPath);

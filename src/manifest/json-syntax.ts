@@ -34,7 +34,7 @@ function describeChar(text: string, at: number): string {
   return names[ch] ?? `U+${ch.toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
-function scan(text: string): Stop | undefined {
+function scan(text: string, duplicates?: { at: number; key: string }[]): Stop | undefined {
   let i = 0;
   const ws = (): void => {
     while (i < text.length && ' \t\n\r'.includes(text[i])) i++;
@@ -94,10 +94,18 @@ function scan(text: string): Stop | undefined {
         i++;
         return;
       }
+      const keys = new Set<string>();
       for (;;) {
         ws();
         if (text[i] !== '"') fail(text[i] === '}' ? 'another "key" after "," (JSON allows no trailing comma)' : 'a "key" in double quotes');
+        const keyAt = i;
         string();
+        if (duplicates) {
+          // JSON.parse keeps the last of two equal keys and drops the first without a word.
+          const key = JSON.parse(text.slice(keyAt, i)) as string;
+          if (keys.has(key)) duplicates.push({ at: keyAt, key });
+          keys.add(key);
+        }
         ws();
         if (text[i] !== ':') fail('":" after the key');
         i++;
@@ -156,12 +164,21 @@ function scan(text: string): Stop | undefined {
   }
 }
 
+function position(text: string, at: number): { line: number; column: number } {
+  const before = text.slice(0, at);
+  return { line: before.split('\n').length, column: at - (before.lastIndexOf('\n') + 1) + 1 };
+}
+
 /** The first syntax error in text, or undefined when it is valid JSON. */
 export function findJsonSyntaxError(text: string): JsonSyntaxError | undefined {
   const stop = scan(text);
   if (!stop) return undefined;
-  const before = text.slice(0, stop.at);
-  const line = before.split('\n').length;
-  const column = stop.at - (before.lastIndexOf('\n') + 1) + 1;
-  return { line, column, found: describeChar(text, stop.at), expected: stop.expected };
+  return { ...position(text, stop.at), found: describeChar(text, stop.at), expected: stop.expected };
+}
+
+/** Keys that appear twice in one object of valid JSON text (the later occurrences), in text order. */
+export function findDuplicateKeys(text: string): { key: string; line: number; column: number }[] {
+  const found: { at: number; key: string }[] = [];
+  if (scan(text, found)) return [];
+  return found.map((d) => ({ key: d.key, ...position(text, d.at) }));
 }
