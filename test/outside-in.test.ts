@@ -137,3 +137,31 @@ test('a key given twice in a manifest is a problem naming it, with its line and 
   assert.deepEqual(report.problems.map((p) => [p.path, p.line, p.column]), [['partitions', 3, 2]]);
   assert.ok(!fs.existsSync(path.join(dir, '.vsnap')), 'nothing created');
 });
+
+test('serve --run stopped by SIGTERM passes it on to CMD and never exits 0, even when CMD does', async (t) => {
+  const { dir, cleanup } = tmpdir();
+  t.after(cleanup);
+  assert.equal((await vsnap(['init', dir, '--files', '1', '--file-size', '4MiB', '--partitions', '1', '--workers', '1'])).code, 0);
+  const m = path.join(dir, 'volume.json');
+  for (const [what, cmd] of [
+    ['a CMD the signal kills', 'sleep 30'],
+    ['a CMD that catches it and exits 0', 'trap "exit 0" TERM; while :; do sleep 0.1; done'],
+  ] as const) {
+    const started = path.join(dir, `started-${what.length}`);
+    const child = spawn(process.execPath, [BIN, 'serve', m, '--run', `echo $$ > ${started}; ${cmd}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    for (let k = 0; k < 400 && !(fs.existsSync(started) && fs.readFileSync(started, 'utf8').trim()); k++) await new Promise((r) => setTimeout(r, 25));
+    const cmdPid = Number(fs.readFileSync(started, 'utf8').trim());
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    assert.equal(code, 143, `${what}: ${stderr}`);
+    let alive = true;
+    try {
+      process.kill(cmdPid, 0);
+    } catch {
+      alive = false;
+    }
+    assert.equal(alive, false, `${what}: CMD (pid ${cmdPid}) must not outlive serve`);
+  }
+});

@@ -67,7 +67,9 @@ export async function runOnServedClone(control: string, cmd: string, snap: strin
       log(`running on clone ${name} of snapshot ${made.snapshot.id} "${made.snapshot.name}" at ${made.uri} (served by the server on ${control})`);
       const sock = socketOf(made.uri);
       run = runCommand(cmd, { uri: made.uri, control, ...(sock ? { socket: sock } : {}) }, log);
-      return await run.exited;
+      const status = await run.exited;
+      // Stopped by a signal but CMD says 0: still not a pass.
+      return stopped && status === 0 ? 128 + (os.constants.signals[stopped] ?? 0) : status;
     } finally {
       await catalogue.cloneDelete({ names: [name] }).then(
         () => log(`clone ${name} deleted`),

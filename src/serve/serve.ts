@@ -2,6 +2,7 @@
 // catalogue commands through a control socket, periodic snapshots, and a
 // captive --run mode for CI scripts.
 import fs from 'node:fs';
+import os from 'node:os';
 import { loadManifest } from '../manifest/load.js';
 import { Store } from '../store/store.js';
 import { Cluster } from '../coordinator/cluster.js';
@@ -14,7 +15,7 @@ import { wrapCatalogue } from '../catalogue/catalogue.js';
 import type { KeepRules } from '../prune/plan.js';
 import { UsageError } from '../errors.js';
 import { servedBy } from '../session.js';
-import { runCommand, runOnServedClone, throwawayCloneName } from './run-command.js';
+import { runCommand, runOnServedClone, throwawayCloneName, type RunningCommand } from './run-command.js';
 
 export interface ServeOptions {
   socket?: string;
@@ -83,11 +84,24 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
       // signal hook finding no other listener) must not kill the server half
       // way through closing its workers.
       let stopping = false;
-      const stop = (sig: string) => {
+      // --run: a signal goes on to CMD, and serve ends when CMD does, with
+      // CMD's status, or 128 + the signal's number if CMD exits 0 all the
+      // same: a cancelled CI job must not look like a passed one.
+      let running: RunningCommand | undefined;
+      let signalled: NodeJS.Signals | undefined;
+      const interrupted = () => 128 + (os.constants.signals[signalled!] ?? 0);
+      const stop = (sig: NodeJS.Signals) => {
+        if (running) {
+          o.log(`${sig}: passed on to the --run command`);
+          signalled ??= sig;
+          running.signal(sig);
+          return;
+        }
         if (stopping) return o.log(`${sig}: already shutting down`);
         stopping = true;
+        signalled = sig;
         o.log(`${sig}: shutting down`);
-        resolve(0);
+        resolve(o.run ? interrupted() : 0);
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
@@ -110,7 +124,10 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
             vars.uri = exportUri(where, `clone/${name}`);
             o.log(`running on clone ${name} of snapshot ${made.snapshot.id} "${made.snapshot.name}" at ${vars.uri}`);
           }
-          resolve(await runCommand(cmd, vars, o.log).exited);
+          if (stopping) return;
+          running = runCommand(cmd, vars, o.log);
+          const status = await running.exited;
+          resolve(signalled && status === 0 ? interrupted() : status);
         })().catch((err: Error) => {
           failure = err;
           resolve(1);
