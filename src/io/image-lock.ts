@@ -21,7 +21,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { createRequire } from 'node:module';
-import { OperationError } from '../errors.js';
+import { OperationError, fileError } from '../errors.js';
 
 interface Native {
   setLock(fd: number, start: number, length: number, kind: number): number;
@@ -120,7 +120,11 @@ export function assertImagesFree(files: string[]): void {
         throw new OperationError(`${file}: ${conflict}: another process (a virtual machine, qemu-img, qemu-io) is using the image`);
       }
     } finally {
-      fs.closeSync(fd);
+      try {
+        fs.closeSync(fd);
+      } catch (err) {
+        throw fileError(file, err); // an errno alone would not say which image
+      }
     }
   }
 }

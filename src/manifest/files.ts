@@ -96,7 +96,13 @@ function readProbe(file: string): Buffer | string {
     if (isErrnoError(err)) throw operationErrorFrom(err, file);
     throw err;
   } finally {
-    fs.closeSync(fd);
+    try {
+      fs.closeSync(fd);
+    } catch (err) {
+      // An errno alone would not say which file.
+      if (isErrnoError(err)) throw operationErrorFrom(err, file);
+      throw err;
+    }
   }
 }
 
