@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
-import { OperationError, UsageError } from '../errors.js';
+import { OperationError, UsageError, fileError } from '../errors.js';
 import { resolveRef } from '../store/names.js';
 import { withCluster } from '../session.js';
 import type { Volume } from '../manifest/layout.js';
@@ -97,11 +97,15 @@ export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes
         out.end();
         await once(out, 'finish');
         if (target.writing !== target.final) {
-          const fd = fs.openSync(target.writing, 'r+');
           try {
-            fs.fsyncSync(fd);
-          } finally {
-            fs.closeSync(fd);
+            const fd = fs.openSync(target.writing, 'r+');
+            try {
+              fs.fsyncSync(fd);
+            } finally {
+              fs.closeSync(fd);
+            }
+          } catch (err) {
+            throw fileError(target.writing, err);
           }
         }
         await finishOutputs([target]);

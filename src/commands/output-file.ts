@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { namingFile } from '../errors.js';
+import { fileError, namingFile } from '../errors.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { trackTemp } from '../interrupt.js';
 
@@ -36,11 +36,20 @@ export function beginOutput(final: string, size: number): Output {
   const writing = path.join(path.dirname(final), `.${path.basename(final)}.vsnap-${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
   const untrack = trackTemp(writing);
   // 'wx': never follow a link planted at the temporary name.
-  const fd = fs.openSync(writing, 'wx', st ? st.mode & 0o7777 : 0o666);
+  let created = false;
   try {
-    fs.ftruncateSync(fd, size);
-  } finally {
-    fs.closeSync(fd);
+    const fd = fs.openSync(writing, 'wx', st ? st.mode & 0o7777 : 0o666);
+    created = true;
+    try {
+      fs.ftruncateSync(fd, size);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    untrack();
+    // Only a file this call made goes ('wx' failing means the name was someone else's).
+    if (created) fs.rmSync(writing, { force: true });
+    throw fileError(writing, err);
   }
   return { final, writing, untrack };
 }
