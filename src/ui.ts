@@ -132,7 +132,8 @@ export function progress(label: string): Progress {
   return {
     update(done: number, total: number) {
       cur = { done, total };
-      draw(false);
+      // The last update is always drawn: a bar must be seen to reach 100%.
+      draw(total > 0 && done >= total);
     },
     phase(l: string) {
       // The rate is per phase: reading stdin and writing run at different speeds.

@@ -239,7 +239,7 @@ test('the restore progress bar on a terminal starts at 0% of the planned total a
     const cmd = [process.execPath, BIN, 'restore', fx.manifest, 'base'].map((a) => `'${a}'`).join(' ');
     const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' }, timeout: 120_000 });
     assert.equal(r.status, 0, r.stdout + r.stderr);
-    const pcts = [...r.stdout.matchAll(/restoring \[[#.]+\] (\d+)%/g)].map((m) => Number(m[1]));
+    const pcts = [...r.stdout.matchAll(/restoring \[[#.]+\]\s+(\d+)%/g)].map((m) => Number(m[1]));
     assert.ok(pcts.length >= 2, `the bar was drawn: ${JSON.stringify(r.stdout.slice(0, 300))}`);
     assert.equal(pcts[0], 0, `the bar starts at 0% of the planned total, not at 100% (${pcts})`);
     assert.equal(pcts[pcts.length - 1], 100, `the bar ends at 100% (${pcts})`);

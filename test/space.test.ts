@@ -81,7 +81,7 @@ test('list usedBytes and status space figures match the allocated bytes of the f
   const human = await ok(['status', manifest]);
   assert.match(human, /^space\t[\d.]+ \w*B in the store \([\d.]+ \w*B snapshots, [\d.]+ KiB clones\)$/m);
   assert.match(human, /^free\t[\d.]+ \w*B; recent growth [\d.]+ \w*B\/hour$/m);
-  assert.match(await ok(['list', manifest]), /^id\tname\tcreated \(UTC\)\tused\tchanged$/m);
+  assert.match(await ok(['list', manifest]), /^id\tname\tcreated \(UTC\)\tused\tchanged\texpires \(UTC\)\tkind\theld$/m);
 });
 
 /** Mount a small tmpfs for the store when this process may (root with CAP_SYS_ADMIN); undefined otherwise. */

@@ -30,6 +30,7 @@ import { allocation } from './allocation.js';
 import { verifyPartitions } from './verify.js';
 import { WorkerClones } from './clone-overlay.js';
 import { cloneIo } from './clone-io.js';
+import { isZero } from './zero-check.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
 import { readState, writeState, recordCut, type PartitionState } from '../store/partition-state.js';
@@ -196,8 +197,8 @@ class Worker {
       for (const e of this.engines.values()) if (e.logs.some((l) => l.id === req.snapshotId)) moved += await e.deleteSnapshot(req.snapshotId);
       return { moved };
     },
-    restore: (req) =>
-      this.finishing(async () => {
+    restore: (req) => {
+      const run = async () => {
         const out: ControlReplies['restore'] = { restoredBytes: 0, partitions: [] };
         const progress = throttledProgress(req.reqId);
         for (const e of this.engines.values()) {
@@ -208,7 +209,14 @@ class Worker {
         }
         progress.flush();
         return out;
-      }),
+      };
+      // A restore of the newest snapshot cuts its logs, so CLOSE must wait for
+      // it (the lengths it records would be wrong); it holds the gate itself and
+      // never waits at it. An older one writes through the gate: a CLOSE after
+      // an interrupt froze the gate must not wait for writes that never start.
+      const newest = [...this.engines.values()].some((e) => e.logs.length > 0 && e.logs[e.logs.length - 1].id === req.snapshotId);
+      return newest ? this.finishing(run) : run();
+    },
     changed: async (req) => {
       const out: ControlReplies['changed'] = { partitions: [] };
       for (const e of this.engines.values()) out.partitions.push({ index: e.spec.index, blocks: await e.changedBlocks(req.from, req.to, req.exact) });
@@ -310,15 +318,6 @@ class Worker {
     }
     await this.handles.closeAll();
   }
-}
-
-function isZero(buf: Buffer): boolean {
-  // Compare 8 bytes at a time where aligned; a zero check is far cheaper than a write.
-  const words = Math.floor(buf.length / 8);
-  const view = new BigUint64Array(buf.buffer, buf.byteOffset, buf.byteOffset % 8 === 0 ? words : 0);
-  for (let k = 0; k < view.length; k++) if (view[k] !== 0n) return false;
-  for (let k = view.length * 8; k < buf.length; k++) if (buf[k] !== 0) return false;
-  return true;
 }
 
 /** Progress of a long request, sent at most every 100 ms. */
