@@ -35,7 +35,8 @@ function makeImage(dir: string, name: string, format: string, extra: string[] = 
 }
 
 // iter-time keeps LUKS key derivation short; the secret is a test value.
-const LUKS_ARGS = ['--object', 'secret,id=sec0,data=test-passphrase', '-o', 'key-secret=sec0,iter-time=10'];
+// At 10 ms qemu-img failed once in CI ("Unable to get accurate CPU usage"): 100 ms gives it room.
+const LUKS_ARGS = ['--object', 'secret,id=sec0,data=test-passphrase', '-o', 'key-secret=sec0,iter-time=100'];
 
 const CASES: { name: string; qemuFormat: string; expect: string; extra?: string[] }[] = [
   { name: 'disk.qcow2', qemuFormat: 'qcow2', expect: 'qcow2' },

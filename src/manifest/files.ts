@@ -9,7 +9,6 @@ import path from 'node:path';
 import { isErrnoError, operationErrorFrom } from '../errors.js';
 import type { LayoutIssue, PlannedExtent } from './layout.js';
 import { HEADER_PROBE_BYTES, describeImageHeader, detectImageHeader, type ImageHeader } from './image-header.js';
-import { BACKING_FILE } from '../store/layout.js';
 
 /**
  * /sys/dev/block/<major>:<minor> for a device number as Linux encodes it in
@@ -68,7 +67,8 @@ function adoptedFiles(storeDir: string | undefined): Set<string> {
   const out = new Set<string>();
   if (storeDir === undefined) return out;
   try {
-    const rec = JSON.parse(fs.readFileSync(path.join(storeDir, BACKING_FILE), 'utf8')) as { format?: unknown; files?: { dev?: unknown; ino?: unknown }[] };
+    // store/layout.ts names it BACKING_FILE; manifest/ may not import store/ (store imports manifest).
+    const rec = JSON.parse(fs.readFileSync(path.join(storeDir, 'backing.json'), 'utf8')) as { format?: unknown; files?: { dev?: unknown; ino?: unknown }[] };
     if (rec.format !== 'vsnap-backing-state' || !Array.isArray(rec.files)) return out;
     for (const f of rec.files) if (typeof f?.dev === 'number' && typeof f?.ino === 'number') out.add(`${f.dev}:${f.ino}`);
   } catch {
