@@ -67,7 +67,13 @@ export function fileWords(p: string): string[] {
   const base = path.basename(p).replace(/\.tmp-\d+-[0-9a-f]+$/, '').replace(/^lock\.\d+\.[a-z0-9]+$/, 'lock');
   // Backing files and the manifest are named as the manifest names them (relative).
   if (!p.includes(`${path.sep}.vsnap${path.sep}`)) return [base];
-  return [`${path.basename(path.dirname(p))}/${base}`];
+  const dir = path.basename(path.dirname(p));
+  // A snapshot being prepared is written by up to 32 lanes at once, so the
+  // n-th fsync of the counting run need not be the n-th of the faulted run:
+  // a message naming another file of the same pending directory names the
+  // file the fault really hit.
+  if (dir.endsWith('.tmp')) return [`${dir}/${base}`, `${dir}/`];
+  return [`${dir}/${base}`];
 }
 
 /** Exit status and message of a failed command: exit 1 or 3, the errno and the file named, no internal error. */
