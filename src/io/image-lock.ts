@@ -20,7 +20,7 @@
 // byte 101; their -U/force-share still works.
 import fs from 'node:fs';
 import os from 'node:os';
-import { createRequire } from 'node:module';
+import { addonLoader } from './native-addon.js';
 import { OperationError, fileError } from '../errors.js';
 
 interface Native {
@@ -43,21 +43,7 @@ const UNSHARED = [WRITE, RESIZE];
 const KIND_SHARED = 1;
 const KIND_EXCLUSIVE = 2;
 
-const ADDON = new URL('../../../build/Release/vsnap_native.node', import.meta.url);
-let native: Native | undefined;
-
-function load(): Native {
-  if (!native) {
-    try {
-      native = createRequire(import.meta.url)(ADDON.pathname) as Native;
-    } catch (err) {
-      throw new OperationError(
-        `${ADDON.pathname}: the native addon for image locking is not built (${(err as Error).message.split('\n')[0]}); run \`npm run build\``,
-      );
-    }
-  }
-  return native;
-}
+const load = addonLoader<Native>('vsnap_native', 'image locking');
 
 function errnoName(n: number): string {
   const entry = Object.entries(os.constants.errno).find(([, v]) => v === n);

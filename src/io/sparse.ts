@@ -3,7 +3,7 @@
 // zeroes without writing it (fallocate PUNCH_HOLE or ZERO_RANGE, keeping the
 // size). Both come from the project's own small addon, native/sparse.c.
 import os from 'node:os';
-import { createRequire } from 'node:module';
+import { addonLoader } from './native-addon.js';
 import { OperationError } from '../errors.js';
 
 interface Native {
@@ -12,19 +12,7 @@ interface Native {
   fallocate(fd: number, mode: number, offset: number, length: number, cb: (errno: number) => void): void;
 }
 
-const ADDON = new URL('../../../build/Release/vsnap_sparse.node', import.meta.url);
-let native: Native | undefined;
-
-function load(): Native {
-  if (!native) {
-    try {
-      native = createRequire(import.meta.url)(ADDON.pathname) as Native;
-    } catch (err) {
-      throw new OperationError(`${ADDON.pathname}: the native addon for sparse files is not built (${(err as Error).message.split('\n')[0]}); run \`npm run build\``);
-    }
-  }
-  return native;
-}
+const load = addonLoader<Native>('vsnap_sparse', 'sparse files');
 
 function errnoName(n: number): string {
   const entry = Object.entries(os.constants.errno).find(([, v]) => v === n);
