@@ -38,6 +38,16 @@ static napi_value int_value(napi_env env, int v) {
   return out;
 }
 
+// The byte range and kind of setLock/testLock's arguments (fd, start, length, kind) as a struct flock.
+// l_pid stays 0, as OFD locks require.
+static void fill_flock(struct flock *fl, const int64_t a[4]) {
+  memset(fl, 0, sizeof *fl);
+  fl->l_type = lock_type((int)a[3]);
+  fl->l_whence = SEEK_SET;
+  fl->l_start = (off_t)a[1];
+  fl->l_len = (off_t)a[2];
+}
+
 // setLock(fd, start, length, kind) -> 0, or the errno of F_OFD_SETLK.
 static napi_value set_lock(napi_env env, napi_callback_info info) {
   int64_t a[4];
@@ -47,12 +57,7 @@ static napi_value set_lock(napi_env env, napi_callback_info info) {
   }
 #ifdef F_OFD_SETLK
   struct flock fl;
-  memset(&fl, 0, sizeof fl);
-  fl.l_type = lock_type((int)a[3]);
-  fl.l_whence = SEEK_SET;
-  fl.l_start = (off_t)a[1];
-  fl.l_len = (off_t)a[2];
-  // l_pid must be 0 for OFD locks.
+  fill_flock(&fl, a);
   int r = fcntl((int)a[0], F_OFD_SETLK, &fl);
   return int_value(env, r == -1 ? errno : 0);
 #else
@@ -71,11 +76,7 @@ static napi_value test_lock(napi_env env, napi_callback_info info) {
   }
 #ifdef F_OFD_GETLK
   struct flock fl;
-  memset(&fl, 0, sizeof fl);
-  fl.l_type = lock_type((int)a[3]);
-  fl.l_whence = SEEK_SET;
-  fl.l_start = (off_t)a[1];
-  fl.l_len = (off_t)a[2];
+  fill_flock(&fl, a);
   if (fcntl((int)a[0], F_OFD_GETLK, &fl) == -1) return int_value(env, errno);
   return int_value(env, fl.l_type == F_UNLCK ? 0 : -1);
 #else

@@ -9,21 +9,23 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { vsnap, tmpdir, ROOT, BIN, requireTool } from './helpers/cli.js';
 
-test('examples/ci-loop.sh restores after each test and stops at the first failing one with its status', async (t) => {
-  const missing = requireTool('qemu-io', 'qemu-utils');
-  if (missing) return t.skip(missing);
-  const { dir, cleanup } = tmpdir('vsnap-ci-');
+/** A small volume for the recipe, its image's pristine bytes, and a bin/ directory with `vsnap` in it as an installed one would be. */
+async function ciVolume(t: { after(fn: () => void): void }, prefix: string) {
+  const { dir, cleanup } = tmpdir(prefix);
   t.after(cleanup);
   const init = await vsnap(['init', dir, '--files', '1', '--file-size', '8MiB', '--partitions', '2', '--workers', '2', '--name', 'ci']);
   assert.equal(init.code, 0, init.stderr);
-  const manifest = path.join(dir, 'volume.json');
   const image = path.join(dir, 'disk-0.img');
-  const before = fs.readFileSync(image);
-  // `vsnap` on the PATH, as an installed one would be.
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
   fs.writeFileSync(path.join(bin, 'vsnap'), `#!/bin/sh\nexec "${process.execPath}" "${BIN}" "$@"\n`, { mode: 0o755 });
-  const log = path.join(dir, 'ran.log');
+  return { dir, manifest: path.join(dir, 'volume.json'), image, before: fs.readFileSync(image), bin, log: path.join(dir, 'ran.log') };
+}
+
+test('examples/ci-loop.sh restores after each test and stops at the first failing one with its status', async (t) => {
+  const missing = requireTool('qemu-io', 'qemu-utils');
+  if (missing) return t.skip(missing);
+  const { dir, manifest, image, before, bin, log } = await ciVolume(t, 'vsnap-ci-');
   const testScript = (name: string, body: string) => {
     const p = path.join(dir, name);
     fs.writeFileSync(p, `#!/bin/sh\necho ${name} >> "${log}"\n${body}\n`, { mode: 0o755 });
@@ -49,18 +51,8 @@ test('examples/ci-loop.sh restores after each test and stops at the first failin
 test('examples/ci-loop.sh --clones gives each test its own clone of pristine, never writes the images, and stops at the first failure', async (t) => {
   const missing = requireTool('qemu-io', 'qemu-utils');
   if (missing) return t.skip(missing);
-  const { dir, cleanup } = tmpdir('vsnap-ci-clones-');
-  t.after(cleanup);
-  const init = await vsnap(['init', dir, '--files', '1', '--file-size', '8MiB', '--partitions', '2', '--workers', '2', '--name', 'ci']);
-  assert.equal(init.code, 0, init.stderr);
-  const manifest = path.join(dir, 'volume.json');
-  const image = path.join(dir, 'disk-0.img');
-  const before = fs.readFileSync(image);
+  const { dir, manifest, image, before, bin, log } = await ciVolume(t, 'vsnap-ci-clones-');
   const mtimeBefore = fs.statSync(image).mtimeMs;
-  const bin = path.join(dir, 'bin');
-  fs.mkdirSync(bin);
-  fs.writeFileSync(path.join(bin, 'vsnap'), `#!/bin/sh\nexec "${process.execPath}" "${BIN}" "$@"\n`, { mode: 0o755 });
-  const log = path.join(dir, 'ran.log');
   const testScript = (name: string, body: string) => {
     const p = path.join(dir, name);
     fs.writeFileSync(p, `#!/bin/sh\necho "${name} $uri" >> "${log}"\n${body}\n`, { mode: 0o755 });

@@ -6,31 +6,19 @@
 // the snapshot still reads as it was. The store lives on a small tmpfs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { vsnap, tmpdir } from './helpers/cli.js';
-import { makeFixture, liveFromFiles } from './helpers/volume-fixture.js';
+import { volumeWithSmallStore } from './helpers/small-fs.js';
+import { vsnap } from './helpers/cli.js';
+import { liveFromFiles } from './helpers/volume-fixture.js';
 
 const CHUNK = 16384;
 
 test('a full disk during vsnap write: ENOSPC; then read, write, read --snapshot, verify and delete all work', async (tt) => {
-  const t = tmpdir();
-  const mnt = path.join(t.dir, 'small');
-  fs.mkdirSync(mnt);
+  // The store on a 160 KiB file system, the backing files elsewhere.
+  const v = volumeWithSmallStore();
+  if (typeof v === 'string') return tt.skip(v);
+  const { t, fx, small } = v;
   try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160k', 'tmpfs', mnt]);
-  } catch (err) {
-    t.cleanup();
-    if (process.env.CI) throw new Error(`cannot mount a small tmpfs for the ENOSPC test: ${(err as Error).message}`);
-    return tt.skip('needs root to mount a small tmpfs');
-  }
-  try {
-    const fx = makeFixture(t.dir, { scale: 4 });
-    const m = JSON.parse(fs.readFileSync(fx.manifest, 'utf8'));
-    m.store = mnt; // the store on the small file system, the backing files elsewhere
-    fs.writeFileSync(fx.manifest, JSON.stringify(m));
     const s1 = liveFromFiles(fx);
     assert.equal((await vsnap(['create', fx.manifest, '--name', 's1'])).code, 0);
 
@@ -65,7 +53,7 @@ test('a full disk during vsnap write: ENOSPC; then read, write, read --snapshot,
     assert.ok(fullRead.stdoutBuf.equals(s1), 'the snapshot reads as it was while the disk is full');
 
     // Space is freed: the first write works.
-    execFileSync('mount', ['-o', 'remount,size=4m', mnt]);
+    small.resize('4m');
     const data = randomBytes(CHUNK);
     const w = await vsnap(['write', fx.manifest, '--offset', String(failedAt)], { input: data });
     assert.equal(w.code, 0, w.stderr);
@@ -86,11 +74,7 @@ test('a full disk during vsnap write: ENOSPC; then read, write, read --snapshot,
     const after = await vsnap(['read', fx.manifest, '--offset', '0', '--length', String(fx.size)]);
     assert.ok(after.stdoutBuf.equals(live), 'deleting the snapshot leaves the live volume alone');
   } finally {
-    try {
-      execFileSync('umount', [mnt]);
-    } catch {
-      /* already gone */
-    }
+    small.unmount();
     t.cleanup();
   }
 });

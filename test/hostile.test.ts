@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { volumeWithSmallStore } from './helpers/small-fs.js';
 import { vsnap, tmpdir, snapshotTree } from './helpers/cli.js';
 import { makeFixture, liveFromFiles } from './helpers/volume-fixture.js';
 
@@ -83,22 +83,11 @@ test('verify passes a healthy store and reports each damaged file with exit 3; r
 });
 
 test('a full disk while logging fails that write (exit 1) and leaves every snapshot intact', async (tt) => {
-  const t = tmpdir();
-  const mnt = path.join(t.dir, 'small');
-  fs.mkdirSync(mnt);
+  // The store on a 160 KiB file system, the backing files elsewhere.
+  const v = volumeWithSmallStore();
+  if (typeof v === 'string') return tt.skip(v);
+  const { t, fx, small } = v;
   try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160k', 'tmpfs', mnt]);
-  } catch (err) {
-    t.cleanup();
-    if (process.env.CI) throw new Error(`cannot mount a small tmpfs for the ENOSPC test: ${(err as Error).message}`);
-    return tt.skip('needs root to mount a small tmpfs');
-  }
-  try {
-    const fx = makeFixture(t.dir, { scale: 4 });
-    // The store lives on the tiny filesystem; the backing files do not.
-    const m = JSON.parse(fs.readFileSync(fx.manifest, 'utf8'));
-    m.store = mnt;
-    fs.writeFileSync(fx.manifest, JSON.stringify(m));
     const s1 = liveFromFiles(fx);
     assert.equal((await vsnap(['create', fx.manifest, '--name', 's1'])).code, 0);
     // Writes that each need new log records, until the store fills up.
@@ -114,7 +103,7 @@ test('a full disk while logging fails that write (exit 1) and leaves every snaps
     assert.equal(failed.code, 1);
     assert.match(failed.stderr, /ENOSPC|no space/i);
     // Once space returns (the operator frees some), everything reads exactly as promised.
-    execFileSync('mount', ['-o', 'remount,size=4m', mnt]);
+    small.resize('4m');
     const snap = await vsnap(['read', fx.manifest, '--offset', '0', '--length', String(fx.size), '--snapshot', 's1']);
     assert.equal(snap.code, 0, snap.stderr);
     assert.ok(snap.stdoutBuf.equals(s1), 'snapshot intact after ENOSPC');
@@ -126,11 +115,7 @@ test('a full disk while logging fails that write (exit 1) and leaves every snaps
     // Every byte is either the snapshot's or an acknowledged write's (the failed write may be partly applied).
     for (let i = 0; i < fx.size; i++) assert.ok(now[i] === live[i] || now[i] === s1[i] || i >= live.length, `byte ${i}`);
   } finally {
-    try {
-      execFileSync('umount', [mnt]);
-    } catch {
-      /* already gone */
-    }
+    small.unmount();
     t.cleanup();
   }
 });

@@ -52,13 +52,18 @@ function storeOf(manifest: string): string {
   return path.join(path.dirname(manifest), '.vsnap', name);
 }
 
-test('with umask 000 the store stays 0700/0600 through create, write, delete, a crash, recovery and serve', async (t) => {
+/** A new volume in its own temporary directory (removed after the test), with its manifest and store paths. */
+async function freshVolume(t: { after(fn: () => void): void }): Promise<{ dir: string; vol: string; manifest: string; store: string }> {
   const { dir, cleanup } = tmpdir('vsnap-perm-');
   t.after(cleanup);
   const vol = path.join(dir, 'vol');
   ok(await volume(vol), 'init');
   const manifest = path.join(vol, 'volume.json');
-  const store = storeOf(manifest);
+  return { dir, vol, manifest, store: storeOf(manifest) };
+}
+
+test('with umask 000 the store stays 0700/0600 through create, write, delete, a crash, recovery and serve', async (t) => {
+  const { manifest, store } = await freshVolume(t);
   ok(await vsnapUmask('000', ['create', manifest, '--name', 'a']), 'create');
   assert.deepEqual(loose(path.dirname(store)), [], 'after create (the .vsnap directory vsnap made too)');
   ok(await vsnapUmask('000', ['write', manifest, '--offset', '1000'], Buffer.alloc(300_000, 0x5a)), 'write');
@@ -97,12 +102,7 @@ test('with umask 000 the store stays 0700/0600 through create, write, delete, a 
 });
 
 test('an older store made 0755/0644 is tightened at its owner next open; files outside the store follow the umask', async (t) => {
-  const { dir, cleanup } = tmpdir('vsnap-perm-');
-  t.after(cleanup);
-  const vol = path.join(dir, 'vol');
-  ok(await volume(vol), 'init');
-  const manifest = path.join(vol, 'volume.json');
-  const store = storeOf(manifest);
+  const { dir, manifest, store } = await freshVolume(t);
   ok(await vsnapUmask('022', ['create', manifest, '--name', 'a']), 'create');
   ok(await vsnapUmask('022', ['write', manifest, '--offset', '0'], Buffer.alloc(65536, 7)), 'write');
   // What vsnap made before the store was private: the umask's modes.
@@ -123,12 +123,7 @@ test('an older store made 0755/0644 is tightened at its owner next open; files o
 const root = process.getuid?.() === 0;
 
 test('a user who may not read a private store gets a one-line EACCES from list, show, read and verify', { skip: root ? false : 'needs root to run a command as another user' }, async (t) => {
-  const { dir, cleanup } = tmpdir('vsnap-perm-');
-  t.after(cleanup);
-  const vol = path.join(dir, 'vol');
-  ok(await volume(vol), 'init');
-  const manifest = path.join(vol, 'volume.json');
-  const store = storeOf(manifest);
+  const { dir, vol, manifest, store } = await freshVolume(t);
   ok(await vsnapUmask('000', ['create', manifest, '--name', 'a']), 'create');
   ok(await vsnapUmask('000', ['write', manifest, '--offset', '0'], Buffer.alloc(65536, 9)), 'write');
   // Everything outside the store is open to everyone (umask 000); the store is not.

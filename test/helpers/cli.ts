@@ -66,3 +66,12 @@ export function requireTool(tool: string, pkg: string): string | undefined {
   if (process.env.CI) throw new Error(`${msg} (CI must not skip interoperability tests)`);
   return msg;
 }
+
+/** requireTool for several tools: the first one missing, or undefined when all are installed. */
+export function requireTools(tools: readonly (readonly [tool: string, pkg: string])[]): string | undefined {
+  for (const [t, p] of tools) {
+    const m = requireTool(t, p);
+    if (m) return m;
+  }
+  return undefined;
+}

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { vsnap, tmpdir, requireTool } from '../helpers/cli.js';
+import { vsnap, tmpdir, requireTools } from '../helpers/cli.js';
 import { makeFixture, liveFromFiles } from '../helpers/volume-fixture.js';
 import { run, runOk, pattern, SYSTEM_PYTHON_ENV, assertSameBytes } from '../nbd/harness.js';
 import { startServe } from './harness.js';
@@ -17,13 +17,7 @@ const TOOLS: [string, string][] = [
   ['nbdsh', 'python3-libnbd'],
 ];
 
-function missing(): string | undefined {
-  for (const [t, p] of TOOLS) {
-    const m = requireTool(t, p);
-    if (m) return m;
-  }
-  return undefined;
-}
+const missing = (): string | undefined => requireTools(TOOLS);
 
 test('real clients read and write the live export and read snapshots through vsnap serve', async (tt) => {
   const skip = missing();

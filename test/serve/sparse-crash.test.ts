@@ -11,20 +11,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { vsnap, tmpdir, requireTool } from '../helpers/cli.js';
+import { vsnap, tmpdir, requireTools } from '../helpers/cli.js';
 import { liveFromFiles } from '../helpers/volume-fixture.js';
 import { diskViews, firstDiff, readClogFile, storeDirOf } from '../crash/harness.js';
 import { run, runOk, pattern, SYSTEM_PYTHON_ENV, assertSameBytes } from '../nbd/harness.js';
 import { startServe } from './harness.js';
 import { makeSparseFixture, putFile, allocatedBytes, MiB, KiB } from '../helpers/sparse-fixture.js';
 
-function missing(): string | undefined {
-  for (const [t, p] of [['nbdsh', 'python3-libnbd'], ['nbdcopy', 'libnbd-bin'], ['strace', 'strace']] as const) {
-    const m = requireTool(t, p);
-    if (m) return m;
-  }
-  return undefined;
-}
+const missing = (): string | undefined => requireTools([['nbdsh', 'python3-libnbd'], ['nbdcopy', 'libnbd-bin'], ['strace', 'strace']]);
 
 const readAll = async (uri: string) => (await runOk('nbdcopy', [uri, '-'], { env: SYSTEM_PYTHON_ENV })).stdoutBuf;
 /** A zero across p0/p1, unaligned at both ends, over data no log holds yet; Z2 inside p2. */

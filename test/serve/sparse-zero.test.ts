@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { vsnap, tmpdir, requireTool } from '../helpers/cli.js';
+import { vsnap, tmpdir, requireTools } from '../helpers/cli.js';
 import { liveFromFiles, checkGapsUntouched } from '../helpers/volume-fixture.js';
 import { diskViews, firstDiff, readClogFile, storeDirOf } from '../crash/harness.js';
 import { runOk, pattern, SYSTEM_PYTHON_ENV, assertSameBytes } from '../nbd/harness.js';
@@ -22,13 +22,7 @@ const TOOLS: [string, string][] = [
   ['nbdkit', 'nbdkit'],
 ];
 
-function missing(): string | undefined {
-  for (const [t, p] of TOOLS) {
-    const m = requireTool(t, p);
-    if (m) return m;
-  }
-  return undefined;
-}
+const missing = (): string | undefined => requireTools(TOOLS);
 
 async function nbdsh(uri: string, script: string): Promise<string> {
   return (await runOk('nbdsh', ['-u', uri, '-c', script], { env: SYSTEM_PYTHON_ENV })).stdout;

@@ -35,17 +35,8 @@ async function engineWithLogs(dir: string, ids: number[], content = Buffer.alloc
   return { engine, file, handles };
 }
 
-test('a snapshot read keeps its list of logs while an older snapshot is deleted and the block is overwritten', async (t) => {
-  const { dir, cleanup } = tmpdir('vsnap-view-');
-  t.after(cleanup);
-  // Live block 0 holds Z; snapshot 1's log holds an older X for it; 2 and 3 have nothing:
-  // snapshot 3 (the newest) reads block 0 from the source, Z.
-  const Z = Buffer.alloc(BS, 0x5a);
-  const { engine, handles } = await engineWithLogs(dir, [1, 2, 3], Buffer.concat([Z, Buffer.alloc(BS * (BLOCKS - 1))]));
-  t.after(() => handles.closeAll());
-  await engine.logs[0].log.appendBatch([{ block: 0, data: Buffer.alloc(BS, 0x58) }]);
-
-  // Hold the snapshot read's source read until the delete and the write are done.
+/** Make the engine's next source read wait until the returned function is called (later reads go straight through). */
+function holdFirstSourceRead(engine: { io: { read(off: number, len: number, into: Buffer, at: number): Promise<void> } }): () => void {
   const realRead = engine.io.read.bind(engine.io);
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
@@ -57,6 +48,21 @@ test('a snapshot read keeps its list of logs while an older snapshot is deleted 
     }
     return realRead(off, len, into, at);
   };
+  return release;
+}
+
+test('a snapshot read keeps its list of logs while an older snapshot is deleted and the block is overwritten', async (t) => {
+  const { dir, cleanup } = tmpdir('vsnap-view-');
+  t.after(cleanup);
+  // Live block 0 holds Z; snapshot 1's log holds an older X for it; 2 and 3 have nothing:
+  // snapshot 3 (the newest) reads block 0 from the source, Z.
+  const Z = Buffer.alloc(BS, 0x5a);
+  const { engine, handles } = await engineWithLogs(dir, [1, 2, 3], Buffer.concat([Z, Buffer.alloc(BS * (BLOCKS - 1))]));
+  t.after(() => handles.closeAll());
+  await engine.logs[0].log.appendBatch([{ block: 0, data: Buffer.alloc(BS, 0x58) }]);
+
+  // Hold the snapshot read's source read until the delete and the write are done.
+  const release = holdFirstSourceRead(engine);
   const reading = engine.read(3, 0, BS);
   await new Promise((r) => setImmediate(r));
   await engine.deleteSnapshot(1);
@@ -79,17 +85,7 @@ test('a log removed by a delete stays readable until the reads that took it end'
   const { engine, handles } = await engineWithLogs(dir, [1, 2], Buffer.concat([Z, Buffer.alloc(BS * (BLOCKS - 1))]));
   t.after(() => handles.closeAll());
   // Snapshot 2's read of block 0 goes to the source; hold it there.
-  const realRead = engine.io.read.bind(engine.io);
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  let holding = true;
-  engine.io.read = async (off: number, len: number, into: Buffer, at: number) => {
-    if (holding) {
-      holding = false;
-      await held;
-    }
-    return realRead(off, len, into, at);
-  };
+  const release = holdFirstSourceRead(engine);
   const reading = engine.read(2, 0, BS);
   await new Promise((r) => setImmediate(r));
   // A write copies Z into log 2 and writes Y in place; then snapshot 2 is
