@@ -54,7 +54,8 @@ export function perRun(a: number[], b: number[]): number[] {
 }
 
 export function goalText(g: Goal): string {
-  return `${g.op} ${g.target}${g.of ? `x ${g.of}` : ''}`;
+  // 1.0, not 1: the goals are ratios, written as issue 11 writes them.
+  return `${g.op} ${g.target === 1 ? '1.0' : g.target}${g.of ? `x ${g.of}` : ''}`;
 }
 
 export function goalMet(r: Row): string {

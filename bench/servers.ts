@@ -165,6 +165,7 @@ export async function serveNbdkit(img: string, sock: string, cow: boolean, tmp: 
   // stray server if the bench dies. The cow overlay goes to $TMPDIR
   // (/var/tmp by default): point it at the same filesystem as the images,
   // like vsnap's change logs beside its volume.
+  fs.rmSync(sock, { force: true });
   const args = ['-U', sock, '-f', '--exit-with-parent', ...(cow ? ['--filter=cow'] : []), 'file', `file=${img}`];
   const s = spawnServer('nbdkit', args, cow ? { TMPDIR: tmp } : {});
   try {
@@ -183,6 +184,7 @@ export async function serveNbdkit(img: string, sock: string, cow: boolean, tmp: 
  * CAN_MULTI_CONN, without which nbdcopy -C 4 falls back to one connection.
  */
 export async function serveQemuNbd(img: string, sock: string, opts: { readOnly?: boolean; shared?: number } = {}): Promise<Server> {
+  fs.rmSync(sock, { force: true });
   const args = ['-k', sock, '-f', 'raw', '-t', ...(opts.readOnly ? ['-r'] : []), ...(opts.shared ? ['-e', String(opts.shared)] : []), img];
   const s = spawnServer('qemu-nbd', args);
   try {
