@@ -69,7 +69,7 @@ export async function benchClone(base: string, runs: number): Promise<Row[]> {
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
-  const where = placeLabel(base);
+  const where = runs === 1 ? `${placeLabel(base)}, 1 run` : placeLabel(base);
   const rows: Row[] = [];
   const label: Record<Workload, string> = { randwrite: '4 KiB rand writes, QD32', seqread: '1 MiB seq reads, QD8' };
   for (const w of ['randwrite', 'seqread'] as Workload[]) {
