@@ -7,14 +7,61 @@ import { fileURLToPath } from 'node:url';
 import Table from 'cli-table3';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const VSNAP = path.join(ROOT, 'bin', 'vsnap');
+/**
+ * The vsnap under test: this repo's bin/vsnap unless run.ts is given
+ * --vsnap PATH (a checkout of an older commit, built), so one bench can
+ * measure before and after. A live binding: every group sees the choice.
+ */
+export let VSNAP = path.join(ROOT, 'bin', 'vsnap');
+
+export function setVsnap(p: string): void {
+  VSNAP = path.resolve(p);
+}
+
+/** A goal from issue 11 or design.md §10, judged on the row's median. */
+export interface Goal {
+  op: '>=' | '<=';
+  target: number;
+  /** What the ratio is taken against, printed after the target ("node -e 0"). */
+  of?: string;
+}
 
 export interface Row {
   group: string;
   what: string;
+  /** The median of the runs (for ratios: of the per-run ratios). */
   value: number;
+  min?: number;
+  max?: number;
   unit: string;
+  goal?: Goal;
   note?: string;
+}
+
+/** Median, min and max of a row's runs, spread into a Row. */
+export function spread(xs: number[]): { value: number; min: number; max: number } {
+  if (!xs.length) return { value: NaN, min: NaN, max: NaN };
+  return { value: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}
+
+/**
+ * Per-run ratios a[i] / b[i]: both sides of run i ran back to back, so their
+ * ratio carries less of the machine's drift than a ratio of medians.
+ */
+export function perRun(a: number[], b: number[]): number[] {
+  if (a.length !== b.length) throw new Error(`per-run ratio of ${a.length} runs against ${b.length}`);
+  return a.map((x, i) => x / b[i]);
+}
+
+export function goalText(g: Goal): string {
+  // 1.0, not 1: the goals are ratios, written as issue 11 writes them.
+  return `${g.op} ${g.target === 1 ? '1.0' : g.target}${g.of ? `x ${g.of}` : ''}`;
+}
+
+export function goalMet(r: Row): string {
+  if (!r.goal) return '';
+  if (!Number.isFinite(r.value)) return 'missing';
+  return (r.goal.op === '>=' ? r.value >= r.goal.target : r.value <= r.goal.target) ? 'met' : 'missed';
 }
 
 export function run(cmd: string, args: string[], opts: { input?: Buffer; env?: Record<string, string>; cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
@@ -55,11 +102,21 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+function fmt(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return '-';
+  return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2);
+}
+
 export function printRows(title: string, rows: Row[]): void {
   // Plain borders: benchmark output is pasted into notes and logs.
-  const t = new Table({ head: ['benchmark', 'measure', 'median', 'unit', 'note'], style: { head: [], border: [] } });
-  for (const r of rows) t.push([r.group, r.what, r.value >= 100 ? r.value.toFixed(0) : r.value.toFixed(2), r.unit, r.note ?? '']);
+  const t = new Table({ head: ['benchmark', 'measure', 'median', 'min', 'max', 'unit', 'goal', 'status', 'note'], style: { head: [], border: [] } });
+  for (const r of rows) t.push([r.group, r.what, fmt(r.value), fmt(r.min), fmt(r.max), r.unit, r.goal ? goalText(r.goal) : '', goalMet(r), r.note ?? '']);
   process.stdout.write(`\n${title}\n${t.toString()}\n`);
+}
+
+/** A row for a peer or a case that could not run, in place of its figures. */
+export function missing(group: string, what: string, why: string, goal?: Goal): Row {
+  return { group, what, value: NaN, unit: 'missing', goal, note: why };
 }
 
 export function mbps(bytes: number, ms: number): number {

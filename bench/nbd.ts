@@ -4,13 +4,15 @@
 // unix sockets, each on a fresh copy of the same bytes. Images live on tmpfs
 // (the goal is stated there: it takes the disk out and leaves the servers'
 // own costs), plus one run on disk to show what fdatasync and the page cache
-// do to each.
+// do to each. Goals (issue 11): with a snapshot active >= nbdkit-cow, with
+// none >= qemu-nbd, on both workloads; ratios to nbdkit's file plugin are
+// the distance to the ceiling.
 import fs from 'node:fs';
 import os from 'node:os';
-import net from 'node:net';
 import path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { VSNAP, must, run, vsnap, have, median, type Row } from './lib.js';
+import { vsnap, have, spread, perRun, missing, type Goal, type Row } from './lib.js';
+import { runFio, type FioJob, type FioResult } from './fio.js';
+import { cowFilterMissing, freshCopy, makePristine, placeLabel, serveNbdkit, serveQemuNbd, serveVsnap, type Pristine, type Server } from './servers.js';
 
 const MiB = 1 << 20;
 // The vsnap volume: 2 files x 512 MiB, 4 partitions, 2 workers (1 GiB). The
@@ -33,15 +35,9 @@ const SEQ_DEPTH = 8;
 // its time budget.
 const RAND_BYTES = 256 * MiB;
 const RAND_DEPTH = 32;
-const FIO_TIMEOUT_S = 300;
 
 type Workload = 'seq' | 'rand';
 type ServerKey = 'vsnap' | 'vsnap-snap' | 'nbdkit-file' | 'nbdkit-cow' | 'qemu-nbd';
-
-interface Server {
-  uri: string;
-  stop(): Promise<void>;
-}
 
 interface Peer {
   key: ServerKey;
@@ -53,181 +49,25 @@ interface Peer {
   start(pristine: Pristine, dir: string): Promise<Server>;
 }
 
-interface Pristine {
-  /** Directory holding volume.json and disk-*.img for vsnap. */
-  volDir: string;
-  /** One raw file with the same bytes, for the peers. */
-  raw: string;
-}
-
-interface Result {
-  mibps: number;
-  iops: number;
-}
-
-function fsType(dir: string): string {
-  const r = spawnSync('findmnt', ['-no', 'FSTYPE', '-T', dir], { encoding: 'utf8' });
-  // Stacked mounts (two tmpfs on /dev/shm here) print one line each; take the first.
-  return r.status === 0 ? r.stdout.trim().split('\n')[0] : 'unknown';
-}
-
-function placeLabel(dir: string): string {
-  const t = fsType(dir);
-  return t === 'tmpfs' ? 'tmpfs' : `disk, ${t}`;
-}
-
-/** Deterministic non-zero filler: 4 MiB of xorshift output, each 4 KiB stamped with its offset so no two blocks are equal. */
-export function fillImage(file: string, size: number, seed: number): void {
-  const chunk = Buffer.allocUnsafe(4 * MiB);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < chunk.length; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    chunk.writeUInt32LE(x, i);
-  }
-  const fd = fs.openSync(file, 'w');
-  try {
-    for (let off = 0; off < size; off += chunk.length) {
-      for (let b = 0; b < chunk.length; b += 4096) chunk.writeDoubleLE(off + b + seed * 0.5, b);
-      fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-async function makePristine(dir: string): Promise<Pristine> {
-  const volDir = path.join(dir, 'pristine-vol');
-  await vsnap(['init', volDir, '--files', String(FILES), '--file-size', `${FILE_SIZE / MiB}MiB`, '--partitions', '4', '--workers', '2']);
-  // Real data in the images: a first write after the snapshot then copies real
-  // old bytes, and tmpfs pages already exist, for vsnap and peers alike.
-  for (let i = 0; i < FILES; i++) fillImage(path.join(volDir, `disk-${i}.img`), FILE_SIZE, i + 1);
-  const raw = path.join(dir, 'pristine-peer.img');
-  await must('sh', ['-c', 'cat "$@" > "$0"', raw, ...Array.from({ length: FILES }, (_, i) => path.join(volDir, `disk-${i}.img`))]);
-  if (fs.statSync(raw).size !== VOLUME) throw new Error(`peer image is ${fs.statSync(raw).size} bytes, want ${VOLUME}`);
-  return { volDir, raw };
-}
-
-/** A real copy (no reflink, no holes), then the filesystem synced so dirty pages of the copy do not flush during the measurement. */
-async function freshCopy(src: string, dest: string): Promise<void> {
-  const isDir = fs.statSync(src).isDirectory();
-  await must('cp', ['-r', '--sparse=never', '--reflink=never', isDir ? `${src}/.` : src, dest]);
-  await must('sync', ['-f', isDir ? dest : path.dirname(dest)]);
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve('timeout'), ms);
-    child.once('exit', (code, signal) => {
-      clearTimeout(t);
-      resolve({ code, signal });
-    });
-  });
-}
-
-/** SIGTERM, then insist that it exits by itself (a server that needs SIGKILL is reported). */
-async function stopChild(child: ChildProcess, name: string, stderr: () => string, wantZero: boolean): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited early (${child.exitCode ?? child.signalCode}): ${stderr().slice(-1500)}`);
-  child.kill('SIGTERM');
-  const r = await waitExit(child, 20_000);
-  if (r === 'timeout') {
-    child.kill('SIGKILL');
-    await waitExit(child, 5_000);
-    throw new Error(`${name} did not exit within 20 s of SIGTERM: ${stderr().slice(-1500)}`);
-  }
-  if (wantZero && r.code !== 0) throw new Error(`${name} exited ${r.code ?? r.signal} after SIGTERM: ${stderr().slice(-1500)}`);
-}
-
-function spawnServer(cmd: string, args: string[], env: Record<string, string> = {}): { child: ChildProcess; out: () => string; err: () => string } {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d));
-  child.stderr!.on('data', (d: Buffer) => (err += d));
-  return { child, out: () => out, err: () => err };
-}
-
-/** Poll until the socket accepts a connection (nbdkit, qemu-nbd -t: a probe that hangs up is harmless). */
-async function waitForSocket(sock: string, child: ChildProcess, name: string, err: () => string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited before listening: ${err().slice(-1500)}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(sock);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${name} did not listen on ${sock} within 30 s`);
-}
+type Result = FioResult;
 
 async function startVsnap(pristine: Pristine, dir: string, snapshot: boolean): Promise<Server> {
   await freshCopy(pristine.volDir, dir);
   const manifest = path.join(dir, 'volume.json');
   if (snapshot) await vsnap(['create', manifest, '--name', 'base']);
-  const s = spawnServer(process.execPath, [VSNAP, 'serve', manifest]);
-  // Without --run, serve prints its URI on stdout once it is listening.
-  const deadline = Date.now() + 30_000;
-  while (!/^nbd/m.test(s.out())) {
-    if (s.child.exitCode !== null) throw new Error(`vsnap serve exited ${s.child.exitCode}: ${s.err().slice(-1500)}`);
-    if (Date.now() > deadline) {
-      s.child.kill('SIGKILL');
-      throw new Error('vsnap serve printed no URI within 30 s');
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const uri = s.out().split('\n').find((l) => l.startsWith('nbd'))!.trim();
-  return { uri, stop: () => stopChild(s.child, 'vsnap serve', s.err, true) };
+  return serveVsnap(manifest);
 }
 
 async function startNbdkit(pristine: Pristine, dir: string, cow: boolean): Promise<Server> {
   const img = path.join(dir, 'peer.img');
   await freshCopy(pristine.raw, img);
-  const sock = path.join(dir, 'nbd.sock');
-  // -f: stay in the foreground so SIGTERM reaches it; --exit-with-parent: no
-  // stray server if the bench dies. The cow overlay goes to $TMPDIR
-  // (/var/tmp by default): point it at the same filesystem as the images,
-  // like vsnap's change logs beside its volume.
-  const args = ['-U', sock, '-f', '--exit-with-parent', ...(cow ? ['--filter=cow'] : []), 'file', `file=${img}`];
-  const s = spawnServer('nbdkit', args, cow ? { TMPDIR: dir } : {});
-  try {
-    await waitForSocket(sock, s.child, 'nbdkit', s.err);
-  } catch (e) {
-    s.child.kill('SIGKILL');
-    throw e;
-  }
-  return { uri: `nbd+unix:///?socket=${sock}`, stop: () => stopChild(s.child, 'nbdkit', s.err, true) };
+  return serveNbdkit(img, path.join(dir, 'nbd.sock'), cow, dir);
 }
 
 async function startQemuNbd(pristine: Pristine, dir: string): Promise<Server> {
   const img = path.join(dir, 'peer.img');
   await freshCopy(pristine.raw, img);
-  const sock = path.join(dir, 'nbd.sock');
-  // -t (persistent): without it qemu-nbd exits when the first client (our
-  // readiness probe) hangs up. Default cache mode (writeback), like nbdkit.
-  const s = spawnServer('qemu-nbd', ['-k', sock, '-f', 'raw', '-t', img]);
-  try {
-    await waitForSocket(sock, s.child, 'qemu-nbd', s.err);
-  } catch (e) {
-    s.child.kill('SIGKILL');
-    throw e;
-  }
-  return { uri: `nbd+unix:///?socket=${sock}`, stop: () => stopChild(s.child, 'qemu-nbd', s.err, true) };
-}
-
-function cowFilterMissing(): string | null {
-  if (!have('nbdkit')) return 'nbdkit not installed';
-  const r = spawnSync('nbdkit', ['--filter=cow', 'file', '--dump-plugin'], { stdio: 'ignore' });
-  return r.status === 0 ? null : 'nbdkit cow filter not installed';
+  return serveQemuNbd(img, path.join(dir, 'nbd.sock'));
 }
 
 function peers(): Peer[] {
@@ -241,22 +81,9 @@ function peers(): Peer[] {
   ];
 }
 
-function fioArgs(w: Workload, uri: string): string[] {
-  const common = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, '--output-format=json'];
-  if (w === 'seq') return [...common, '--rw=write', '--bs=1M', `--size=${VOLUME}`, `--iodepth=${SEQ_DEPTH}`];
-  return [...common, '--rw=randwrite', '--bs=4k', `--size=${VOLUME}`, `--io_size=${RAND_BYTES}`, `--iodepth=${RAND_DEPTH}`, '--randrepeat=1'];
-}
-
-async function runFio(w: Workload, uri: string, cwd: string): Promise<Result> {
-  // timeout(1): a server that stops answering must not hang the bench.
-  const r = await run('timeout', [String(FIO_TIMEOUT_S), 'fio', ...fioArgs(w, uri)], { cwd });
-  if (r.code !== 0) throw new Error(`fio (${w}) on ${uri} exited ${r.code}: ${(r.stderr + r.stdout).slice(-2000)}`);
-  // The nbd engine prints "fio: connected to NBD server" before the JSON.
-  const j = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number; bw_bytes: number; iops: number } }[] };
-  const job = j.jobs[0];
-  const want = w === 'seq' ? VOLUME : RAND_BYTES;
-  if (job.error !== 0 || job.write.io_bytes !== want) throw new Error(`fio (${w}) on ${uri}: error ${job.error}, wrote ${job.write.io_bytes} of ${want} bytes`);
-  return { mibps: job.write.bw_bytes / MiB, iops: job.write.iops };
+function job(w: Workload): FioJob {
+  if (w === 'seq') return { rw: 'write', bs: '1M', size: VOLUME, depth: SEQ_DEPTH };
+  return { rw: 'randwrite', bs: '4k', size: VOLUME, ioSize: RAND_BYTES, depth: RAND_DEPTH };
 }
 
 type Samples = Map<string, Result[]>;
@@ -265,7 +92,7 @@ async function measure(base: string, runs: number, list: Peer[], samples: Sample
   const work = fs.mkdtempSync(path.join(base, 'vsnap-bench-nbd-'));
   try {
     log(`nbd: preparing 1 GiB of images in ${work}`);
-    const pristine = await makePristine(work);
+    const pristine = await makePristine(work, FILES, FILE_SIZE);
     const live = list.filter((p) => !p.missing);
     for (let i = 0; i < runs; i++) {
       for (const w of ['seq', 'rand'] as Workload[]) {
@@ -278,7 +105,7 @@ async function measure(base: string, runs: number, list: Peer[], samples: Sample
           const srv = await p.start(pristine, dir);
           let res: Result;
           try {
-            res = await runFio(w, srv.uri, dir);
+            res = await runFio(job(w), srv.uri, dir);
           } finally {
             await srv.stop();
           }
@@ -295,40 +122,44 @@ async function measure(base: string, runs: number, list: Peer[], samples: Sample
 }
 
 function rowsFor(tag: string, where: string, runs: number, list: Peer[], samples: Samples): Row[] {
-  // §10 states the goal for images on tmpfs; elsewhere the ratio is context.
-  const goal = where === 'tmpfs' ? 'goal >= 1.0' : 'for reference (goal is on tmpfs)';
+  // §10 states the goals for images on tmpfs; elsewhere the ratio is context.
+  const onTmpfs = where === 'tmpfs';
+  const goal: Goal | undefined = onTmpfs ? { op: '>=', target: 1.0 } : undefined;
+  const ref = onTmpfs ? '' : 'for reference (the goal is on tmpfs)';
   const rows: Row[] = [];
-  const med = (w: Workload, key: ServerKey): Result | undefined => {
-    const s = samples.get(`${tag}|${w}|${key}`);
-    return s?.length ? { mibps: median(s.map((x) => x.mibps)), iops: median(s.map((x) => x.iops)) } : undefined;
-  };
   const suffix = runs === 1 ? `${where}, 1 run` : where;
   const wl: Record<Workload, string> = {
     seq: `1 MiB seq first writes, QD${SEQ_DEPTH}`,
     rand: `4 KiB rand writes, QD${RAND_DEPTH}`,
   };
   for (const w of ['seq', 'rand'] as Workload[]) {
+    // One number in the value column: MiB/s for the streaming workload,
+    // IOPS for the random one; the other in the note (medians).
+    const pick = (r: Result) => (w === 'seq' ? r.mibps : r.iops);
+    const get = (key: ServerKey) => samples.get(`${tag}|${w}|${key}`) ?? [];
     for (const p of list) {
-      const r = med(w, p.key);
+      const s = get(p.key);
       const what = `${wl[w]}: ${p.label} (${suffix})`;
-      if (!r) {
-        rows.push({ group: 'nbd', what, value: NaN, unit: 'missing', note: p.missing ?? 'not run' });
+      if (!s.length) {
+        rows.push(missing('nbd', what, p.missing ?? 'not run'));
         continue;
       }
-      // One number in the value column, the other in the note: MiB/s for
-      // the streaming workload, IOPS for the random one.
-      if (w === 'seq') rows.push({ group: 'nbd', what, value: r.mibps, unit: 'MiB/s', note: `${r.iops.toFixed(0)} IOPS; ${p.note}` });
-      else rows.push({ group: 'nbd', what, value: r.iops, unit: 'IOPS', note: `${r.mibps.toFixed(1)} MiB/s; ${p.note}` });
+      const other = spread(s.map((r) => (w === 'seq' ? r.iops : r.mibps))).value;
+      const otherText = w === 'seq' ? `${other.toFixed(0)} IOPS` : `${other.toFixed(1)} MiB/s`;
+      rows.push({ group: 'nbd', what, ...spread(s.map(pick)), unit: w === 'seq' ? 'MiB/s' : 'IOPS', note: `${otherText}; ${p.note}` });
     }
-    const snap = med(w, 'vsnap-snap');
-    const ratio = (key: ServerKey, what: string, note: string) => {
-      const o = med(w, key);
-      if (!snap || !o) rows.push({ group: 'nbd', what: `${wl[w]}: ${what} (${suffix})`, value: NaN, unit: 'missing', note: list.find((p) => p.key === key)?.missing ?? 'not run' });
-      else rows.push({ group: 'nbd', what: `${wl[w]}: ${what} (${suffix})`, value: snap.mibps / o.mibps, unit: 'ratio', note });
+    const ratio = (ours: ServerKey, theirs: ServerKey, what: string, g: Goal | undefined, note: string) => {
+      const a = get(ours);
+      const b = get(theirs);
+      const label = `${wl[w]}: ${what} (${suffix})`;
+      if (!a.length || !b.length) rows.push(missing('nbd', label, list.find((p) => p.key === (a.length ? theirs : ours))?.missing ?? 'not run', g));
+      else rows.push({ group: 'nbd', what: label, ...spread(perRun(a.map(pick), b.map(pick))), unit: 'ratio', goal: g, note });
     };
-    ratio('nbdkit-cow', 'vsnap+snapshot / nbdkit-cow', goal);
-    ratio('nbdkit-file', 'vsnap+snapshot / nbdkit-file', 'distance to the ceiling');
-    ratio('vsnap', 'vsnap+snapshot / vsnap no snapshot', 'cost of the snapshot');
+    ratio('vsnap-snap', 'nbdkit-cow', 'vsnap+snapshot / nbdkit-cow', goal, ref);
+    ratio('vsnap', 'qemu-nbd', 'vsnap no snapshot / qemu-nbd', goal, ref);
+    ratio('vsnap-snap', 'nbdkit-file', 'vsnap+snapshot / nbdkit-file', undefined, 'distance to the ceiling');
+    ratio('vsnap', 'nbdkit-file', 'vsnap no snapshot / nbdkit-file', undefined, 'distance to the ceiling');
+    ratio('vsnap-snap', 'vsnap', 'vsnap+snapshot / vsnap no snapshot', undefined, 'cost of the snapshot');
   }
   return rows;
 }
@@ -341,7 +172,7 @@ export async function benchNbd(base: string, runs: number): Promise<Row[]> {
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const list = peers();
   if (!have('fio')) {
-    return list.map((p) => ({ group: 'nbd', what: `fio nbd engine: ${p.label}`, value: NaN, unit: 'missing', note: 'fio not installed' }));
+    return list.map((p) => missing('nbd', `fio nbd engine: ${p.label}`, 'fio not installed'));
   }
   if (!fs.existsSync(base)) base = os.tmpdir();
   const samples: Samples = new Map();
