@@ -55,6 +55,7 @@ const common = {
   format: 'esm',
   target: 'node20',
   outdir: OUT,
+  absWorkingDir: ROOT,
   metafile: true,
   logLevel: 'warning',
   legalComments: 'none',
