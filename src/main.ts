@@ -9,6 +9,8 @@ import { VERSION } from './version.js';
 
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  // Timing marks for scripts/cli-startup.mjs (loaded only when asked for).
+  if (process.env.VSNAP_STARTUP_TRACE) (await import('./cli/startup-trace.js')).installStartupTrace(program, performance.now());
   installSignalHandlers(clearStatusLine);
   try {
     await program.parseAsync(argv);

@@ -7,7 +7,7 @@
 // The socket is mode 0600, but what arrives is still checked field by field
 // (zod, one schema per method): a malformed request is a usage error that
 // names the field and the value, never a crash or an "internal error".
-import { z } from 'zod';
+import * as z from 'zod';
 import { UsageError, OperationError, deserializeError, type SerializedError } from '../errors.js';
 import { METHODS, isMethod, type Args, type Method, type Result } from './catalogue.js';
 

@@ -16,7 +16,8 @@ import {
 } from '../worker/protocol.js';
 import { forkWorker, type WorkerProcess } from '../transport/process.js';
 
-export const WORKER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'worker', 'main.js');
+// The bundled CLI names its bundled worker (scripts/bundle.mjs); else the compiled one.
+export const WORKER_MAIN = (globalThis as { vsnapWorkerMain?: string }).vsnapWorkerMain ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'worker', 'main.js');
 
 export type WorkerLinkProcess = WorkerProcess<ControlRequestWithId, WorkerMessage>;
 

@@ -1,7 +1,7 @@
 // The volume manifest's shape (design.md §3), validated with zod. This file
 // only checks structure and per-field rules; rules that need the file system
 // (files exist, sizes, overlaps) live in load.ts.
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseSize } from '../size.js';
 
 const NAME_RE = /^(?!\.)[A-Za-z0-9._-]{1,64}$/;
