@@ -101,10 +101,18 @@ export function encodeMapRecord(block: number, into: Buffer = Buffer.alloc(MAP_R
 
 /** The block a record maps, or undefined for a record that is not valid (torn, zero, out of range). */
 export function decodeMapRecord(b: Buffer, at: number, blockCount: number): number | undefined {
-  if (b.readUInt32LE(at) !== MAP_RECORD_MAGIC) return undefined;
-  if (crc32(b.subarray(at + 8, at + 16)) !== b.readUInt32LE(at + 4)) return undefined;
-  const block = Number(b.readBigUInt64LE(at + 8));
-  return block < blockCount ? block : undefined;
+  return mapRecordFault(b, at, blockCount) === undefined ? Number(b.readBigUInt64LE(at + 8)) : undefined;
+}
+
+/** Why a map record is not valid (what `vsnap verify` says), or undefined for a valid one. */
+export function mapRecordFault(b: Buffer, at: number, blockCount: number): string | undefined {
+  const magic = b.readUInt32LE(at);
+  if (magic !== MAP_RECORD_MAGIC) return `bad record magic 0x${magic.toString(16).padStart(8, '0')}`;
+  const crc = b.readUInt32LE(at + 4);
+  if (crc32(b.subarray(at + 8, at + 16)) !== crc) return 'record crc mismatch';
+  const block = b.readBigUInt64LE(at + 8);
+  if (block >= BigInt(blockCount)) return `block ${block} is past the partition's ${blockCount} blocks`;
+  return undefined;
 }
 
 /** Pure: the blocks of a map file's record area, and where a torn tail starts (docs/formats.md "Open and recovery"). */
