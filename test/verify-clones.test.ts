@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { vsnap, tmpdir, requireTool } from './helpers/cli.js';
 import { makeFixture } from './helpers/volume-fixture.js';
-import { runOk } from './nbd/harness.js';
+import { run, runOk } from './nbd/harness.js';
 import { startServe } from './serve/harness.js';
 import { encodeMapRecord, MAP_RECORD_SIZE, OVERLAY_HEADER_SIZE } from '../src/formats/overlay.js';
 import { mapRecordsProblem } from '../src/commands/verify-clones.js';
@@ -167,6 +167,65 @@ test('verify checks clones: clean after writes through the clone export, read-on
     assert.ok(gj.report.problems.every((p) => p.clone !== null));
     fs.writeFileSync(cjFile, rec);
     assert.equal((await verifyJson(fx.manifest)).code, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('clone reset repairs a damaged overlay header, offline and through the server; the clone then works and verifies clean', { skip, timeout: 180_000 }, async () => {
+  const t = tmpdir();
+  try {
+    const fx = makeFixture(t.dir);
+    await ok(['create', fx.manifest, '--name', 'base']);
+    await ok(['clone', 'create', fx.manifest, 'base', 'c']);
+    const store = (JSON.parse(await ok(['status', fx.manifest, '--json'])) as { store: string }).store;
+    const dir = path.join(store, 'clones', 'c');
+    const damage = (file: string) => {
+      const fd = fs.openSync(path.join(dir, file), 'r+');
+      fs.writeSync(fd, Buffer.from('garbage!'), 0, 8, 0);
+      fs.closeSync(fd);
+    };
+    const images = () => ['a.img', 'b.img', 'c.img'].map((f) => fs.readFileSync(path.join(fx.dir, f)).toString('hex')).join();
+    const backing = images();
+    const same = async (srv: Awaited<ReturnType<typeof startServe>>) =>
+      runOk('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', srv.exportUri('clone/c'), srv.exportUri('snapshot/base')]);
+
+    let srv = await startServe(fx.manifest);
+    await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x21 0 ${fx.size}`, '-c', 'flush', srv.exportUri('clone/c')]);
+    await srv.stop();
+
+    // Offline: a damaged map header makes verify fail; reset repairs it.
+    damage('p0.ovm');
+    damage('p3.ovl');
+    assert.equal((await verifyJson(fx.manifest)).report.problems.filter((p) => p.clone === 'c').length, 2);
+    await ok(['clone', 'reset', fx.manifest, 'c']);
+    assert.equal((await verifyJson(fx.manifest)).code, 0);
+    srv = await startServe(fx.manifest);
+    try {
+      await same(srv);
+      await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x42 0 ${fx.size}`, '-c', `read -P 0x42 0 ${fx.size}`, '-c', 'flush', srv.exportUri('clone/c')]);
+      // Damaged behind the running server, on overlays its workers have open: reset through the server.
+      damage('p1.ovm');
+      await ok(['clone', 'reset', fx.manifest, 'c']);
+      await same(srv);
+    } finally {
+      await srv.stop();
+    }
+    assert.equal((await verifyJson(fx.manifest)).code, 0);
+
+    // Damaged before the server opened it: clone I/O fails until a reset through the server.
+    damage('p2.ovm');
+    srv = await startServe(fx.manifest);
+    try {
+      const failed = await run('qemu-io', ['-f', 'raw', '-c', `read 0 ${fx.size}`, srv.exportUri('clone/c')]);
+      assert.match(failed.stdout + failed.stderr, /error|failed/i, 'reading a clone whose map header is damaged fails');
+      await ok(['clone', 'reset', fx.manifest, 'c']);
+      await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x43 ${fx.blockSize} ${fx.size - fx.blockSize}`, '-c', `read -P 0x43 ${fx.blockSize} ${fx.size - fx.blockSize}`, '-c', 'flush', srv.exportUri('clone/c')]);
+    } finally {
+      await srv.stop();
+    }
+    assert.equal((await verifyJson(fx.manifest)).code, 0);
+    assert.equal(images(), backing, 'the backing files never see a clone write');
   } finally {
     t.cleanup();
   }
