@@ -63,9 +63,10 @@ function readWhole(file: string): Buffer {
 }
 
 /** Bytes the clone pass will read (for the progress line): every map, and each data file's header. */
-export function cloneBytesToRead(storeDir: string, volume: Volume): number {
+export function cloneBytesToRead(storeDir: string, volume: Volume, only?: number): number {
   let total = 0;
   for (const name of cloneNames(storeDir)) {
+    if (only !== undefined && baseOf(storeDir, name) !== only) continue;
     for (const p of volume.partitions) {
       const f = overlayFiles(cloneDir(storeDir, name), p.id);
       try {
@@ -76,6 +77,15 @@ export function cloneBytesToRead(storeDir: string, volume: Volume): number {
     }
   }
   return total;
+}
+
+/** The clone's snapshot id, or undefined when its record cannot be read (the pass reports that). */
+function baseOf(storeDir: string, name: string): number | undefined {
+  try {
+    return readClone(storeDir, name).snapshot.id;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -67,7 +67,8 @@ export async function verify(
       if (broken) problems.push({ snapshot: s.id, partition: null, file: null, message: broken });
       if (s.fingerprint !== volume.fingerprint) problems.push({ snapshot: s.id, partition: null, file: null, message: `snapshot.json records mapping ${s.fingerprint}, the volume has ${volume.fingerprint}` });
     }
-    o.onTotal?.(bytesToRead(store.dir, snaps) + cloneBytesToRead(store.dir, volume));
+    const only = ref === undefined ? undefined : snaps[0].id;
+    o.onTotal?.(bytesToRead(store.dir, snaps) + cloneBytesToRead(store.dir, volume, only));
     // Each worker checks the files of its own partitions, in parallel. A
     // Ctrl-C stops waiting for them: verify changes nothing, and the workers
     // end with the link when the finally below has released the lock.
@@ -108,7 +109,7 @@ export async function verify(
     }
     problems.sort((a, b) => (a.snapshot ?? 0) - (b.snapshot ?? 0) || String(a.partition).localeCompare(String(b.partition)));
     // The clones (of the snapshot checked, with a ref): their maps are small, read here.
-    const clones = verifyClones(store.dir, volume, store.snapshots, { ...(ref === undefined ? {} : { only: snaps[0].id }), onProgress: o.onProgress });
+    const clones = verifyClones(store.dir, volume, store.snapshots, { ...(only === undefined ? {} : { only }), onProgress: o.onProgress });
     bytesRead += clones.bytesRead;
     const all: VerifyReportProblem[] = [...problems.map((p) => ({ ...p, clone: null })), ...clones.problems];
     return { ok: all.length === 0, snapshots: snaps.length, clones: clones.clones, bytesRead, problems: all };
