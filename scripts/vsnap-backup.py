@@ -15,10 +15,12 @@
 # read; they go into a qcow2 overlay whose backing file is the previous image
 # (a chain `qemu-img compare` can check against snapshot T), or, with --in-place,
 # straight into a raw image that holds S and then holds T.
-# Prints one JSON line: what was copied and how many bytes were read.
+# Prints one JSON line: what was copied (the snapshots by name and id, whichever
+# way they were given: a name, an id or "latest") and how many bytes were read.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.parse
@@ -37,6 +39,40 @@ def export_uri(server, name):
     # Built by hand: urlunsplit drops the "//" of nbd+unix:///... when the host is empty.
     uri = f"{u.scheme}://{u.netloc}/{urllib.parse.quote(name, safe='/@:')}"
     return f"{uri}?{u.query}" if u.query else uri
+
+
+def server_snapshots(server):
+    """[(id, name)] of the server's snapshots, from its export list.
+
+    vsnap serve lists "snapshot/<name>" for each snapshot, then "snapshot/<id>"
+    for each, in the same order (src/serve/exports.ts); a name is never all
+    digits, so the two runs pair up by position.
+    """
+    h = nbd.NBD()
+    h.set_opt_mode(True)
+    h.connect_uri(server)
+    names = []
+    h.opt_list(lambda name, description: names.append(name) or 0)
+    h.opt_abort()
+    refs = [n[len("snapshot/"):] for n in names if n.startswith("snapshot/")]
+    ids = [int(r) for r in refs if re.fullmatch(r"[0-9]+", r)]
+    named = [r for r in refs if not re.fullmatch(r"[0-9]+", r)]
+    if len(ids) != len(named):
+        sys.exit(f"vsnap-backup: {server} lists {len(named)} snapshot names and {len(ids)} ids: cannot pair them")
+    return list(zip(ids, named))
+
+
+def resolve(snaps, ref, server):
+    """(id, name) of a snapshot given by name, id or "latest" (the greatest id)."""
+    if ref == "latest":
+        found = max(snaps, default=None)
+    elif re.fullmatch(r"[0-9]+", ref):
+        found = next((s for s in snaps if s[0] == int(ref)), None)
+    else:
+        found = next((s for s in snaps if s[1] == ref), None)
+    if found is None:
+        sys.exit(f"vsnap-backup: no snapshot {ref!r} on {server}")
+    return found
 
 
 def connect(uri, contexts):
@@ -167,18 +203,25 @@ def main():
     g.add_argument("--in-place", help="raw image holding --from, updated to hold --snapshot")
     i.add_argument("--backing", help="the previous image of the chain (qcow2 or raw)")
     a = p.parse_args()
+    # Resolved once, then opened by id (ids are never reused): the copy is of
+    # the snapshot printed even if another is created meanwhile.
+    snaps = server_snapshots(a.server)
+    snap_id, snap_name = resolve(snaps, a.snapshot, a.server)
+    from_id, from_name = resolve(snaps, a.frm, a.server) if a.mode == "incremental" else (None, None)
 
     if a.mode == "full":
-        src = connect(export_uri(a.server, f"snapshot/{a.snapshot}"), ["base:allocation"])
+        src = connect(export_uri(a.server, f"snapshot/{snap_id}"), ["base:allocation"])
         size = src.get_size()
         target = QcowTarget(a.output, size) if a.format == "qcow2" else RawTarget(a.output, size, True)
         # A new image reads as zeroes already: zero extents are skipped, not written.
         read, runs = copy(src, target, ["base:allocation"], lambda fl: None if fl["base:allocation"] & STATE_ZERO else "read", size)
         out = a.output
     else:
-        bitmap = f"qemu:dirty-bitmap:{a.frm}"
+        if from_id >= snap_id:
+            sys.exit(f"vsnap-backup: --from {a.frm} (snapshot {from_id}) is not older than --snapshot {a.snapshot} (snapshot {snap_id})")
+        bitmap = f"qemu:dirty-bitmap:{from_name}"
         ctxs = [bitmap, "base:allocation"]
-        src = connect(export_uri(a.server, f"snapshot/{a.snapshot}@{a.frm}"), ctxs)
+        src = connect(export_uri(a.server, f"snapshot/{snap_id}@{from_id}"), ctxs)
         size = src.get_size()
         if a.output:
             if not a.backing:
@@ -197,7 +240,17 @@ def main():
         read, runs = copy(src, target, ctxs, want, size)
     target.close()
     src.shutdown()
-    print(json.dumps({"mode": a.mode, "snapshot": a.snapshot, "from": getattr(a, "frm", None), "output": out, "size": size, "bytesRead": read, "runs": runs}))
+    print(json.dumps({
+        "mode": a.mode,
+        "snapshot": snap_name,
+        "snapshotId": snap_id,
+        "from": from_name,
+        "fromId": from_id,
+        "output": out,
+        "size": size,
+        "bytesRead": read,
+        "runs": runs,
+    }))
 
 
 if __name__ == "__main__":

@@ -384,14 +384,14 @@ function registerVerify(program: Command): void {
     .description('read every file of the store and check it; exit 3 naming each problem')
     .argument('<manifest>', 'volume manifest (JSON)')
     .argument('[snap]', 'check only this snapshot')
-    .option('--json', 'print JSON: {ok, problems: [{snapshot, partition, file, message}]}')
+    .option('--json', 'print JSON: {ok, snapshots, clones, bytesRead, problems: [{snapshot, clone, partition, file, message}]}')
     .addHelpText('after', '\nExample:\n  vsnap verify vol.json\n  vsnap verify vol.json latest --json\n')
     .action(async (manifest: string, snap: string | undefined, o) => {
       const { verify } = await import('./commands/verify.js');
       const r = await withProgress('verify', (bar) => verify(manifest, snap, { onTotal: bar.total, onProgress: bar.add }));
       if (o.json) printJson(r);
-      for (const p of r.problems) info(`${c.red('problem:')} snapshot ${p.snapshot ?? '-'} partition ${p.partition ?? '-'}${p.file ? ` ${p.file}` : ''}: ${p.message}`);
-      info(`checked ${r.snapshots} snapshot(s), read ${formatSize(r.bytesRead)}: ${r.ok ? 'no problems' : `${r.problems.length} problem(s)`}`);
+      for (const p of r.problems) info(`${c.red('problem:')} ${p.clone === null ? '' : `clone ${p.clone} of `}snapshot ${p.snapshot ?? '-'} partition ${p.partition ?? '-'}${p.file ? ` ${p.file}` : ''}: ${p.message}`);
+      info(`checked ${r.snapshots} snapshot(s), ${r.clones} clone(s), read ${formatSize(r.bytesRead)}: ${r.ok ? 'no problems' : `${r.problems.length} problem(s)`}`);
       if (!r.ok) {
         // The report is printed; exit 3 without repeating it.
         process.exitCode = EXIT_INTEGRITY;

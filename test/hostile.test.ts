@@ -28,7 +28,7 @@ test('verify passes a healthy store and reports each damaged file with exit 3; r
     const oj = JSON.parse(ok.stdout);
     assert.equal(oj.ok, true);
     assert.ok(oj.bytesRead >= fx.size, 'verify read every logged block');
-    assert.match(ok.stderr, /checked 2 snapshot\(s\), read .*: no problems/);
+    assert.match(ok.stderr, /checked 2 snapshot\(s\), 0 clone\(s\), read .*: no problems/);
 
     // A bit flip inside a logged block of snapshot a, partition p0.
     const clog = clogOf(t.dir, 1, 'p0');

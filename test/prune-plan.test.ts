@@ -77,3 +77,21 @@ test('keep-last 0 with no other rule deletes everything not expired too', () => 
   const p = planPrune(snaps([at(2026, 1, 1)]), { last: 0 }, new Date(2026, 5, 1));
   assert.deepEqual(ids(p.delete), [1]);
 });
+
+test('a clock stepped back: keep-last counts by id, a bucket stands by its greatest id, the plan lists in id order', () => {
+  // Ids are the creation order; snapshot 4 was taken after the clock went back two hours.
+  const s = snaps([at(2026, 3, 1, 10, 0), at(2026, 3, 1, 11, 0), at(2026, 3, 1, 12, 0), at(2026, 3, 1, 10, 30)]);
+  const now = new Date(2026, 3, 2);
+  assert.deepEqual(ids(planPrune(s, { last: 1 }, now).keep), [4]);
+  assert.deepEqual(ids(planPrune(s, { last: 2 }, now).keep), [3, 4]);
+  // Hours by time; hour 10 holds 1 and 4, and 4 (the later created) stands for it.
+  const h = planPrune(s, { hourly: 3 }, now);
+  assert.deepEqual(ids(h.keep), [2, 3, 4]);
+  assert.deepEqual(ids(h.delete), [1]);
+  assert.deepEqual(h.keep.find((d) => d.id === 4)!.reasons, [`hourly ${new Date(2026, 2, 1, 10).getFullYear()}-03-01 10h`]);
+  // Deleted and kept are oldest first by id, not by time.
+  assert.deepEqual(ids(planPrune(s, { last: 1 }, now).delete), [1, 2, 3]);
+  // Equal times: the greater id stands for the bucket.
+  const tie = snaps([at(2026, 3, 1, 9, 0), at(2026, 3, 1, 9, 0)]);
+  assert.deepEqual(ids(planPrune(tie, { daily: 1 }, now).keep), [2]);
+});

@@ -61,7 +61,7 @@ export function cloneCalls(store: Store, cluster: Cluster | undefined, host: Clo
     async cloneReset({ name }) {
       const rec = existing(name);
       if (cluster) await cluster.clones.reset(name);
-      else await resetCloneFiles(store.dir, store.volume, name);
+      else await resetCloneFiles(store.dir, store.volume, rec);
       return info(rec);
     },
 

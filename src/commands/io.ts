@@ -82,15 +82,29 @@ export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes
       const out: Writable = target ? fs.createWriteStream(target.writing, { flags: target.writing === target.final ? 'w' : 'r+' }) : process.stdout;
       const failed = new Promise<never>((_, reject) => out.once('error', reject));
       failed.catch(() => {});
+      // stdout closed by its reader (`vsnap read ... | head -c 100`): the
+      // reader has what it wanted, so stop reading and end as a success, the
+      // workers closed in order (docs/decisions.md "A closed stdout pipe").
+      let readerGone = false;
+      const gone = (err: unknown) => !target && (err as NodeJS.ErrnoException)?.code === 'EPIPE';
       // Keep two chunks in flight so workers read while stdout drains.
       let pending: Promise<Buffer> | undefined;
-      for (let pos = 0; pos < o.length || pending; ) {
+      for (let pos = 0; (pos < o.length || pending) && !readerGone; ) {
         const next = pos < o.length ? cluster.read(view, o.offset + pos, Math.min(CHUNK, o.length - pos)) : undefined;
         if (next) {
           next.catch(() => {}); // awaited on the next turn
           pos += Math.min(CHUNK, o.length - pos);
         }
-        if (pending) await writeOut(out, await pending);
+        if (pending) {
+          try {
+            await writeOut(out, await pending);
+          } catch (err) {
+            if (!gone(err)) throw err;
+            readerGone = true;
+            // The read already asked for is answered before the workers close.
+            await next?.catch(() => undefined);
+          }
+        }
         pending = next;
       }
       if (target) {

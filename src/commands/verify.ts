@@ -10,12 +10,17 @@ import type { VerifyProblem } from '../worker/protocol.js';
 import fs from 'node:fs';
 import { snapshotMember } from '../store/layout.js';
 import { interrupted, onInterrupt } from '../interrupt.js';
+import { cloneBytesToRead, verifyClones } from './verify-clones.js';
+
+/** A problem of a snapshot (clone null) or of a clone (named, with its base snapshot). */
+export type VerifyReportProblem = VerifyProblem & { clone: string | null };
 
 export interface VerifyReport {
   ok: boolean;
   snapshots: number;
+  clones: number;
   bytesRead: number;
-  problems: VerifyProblem[];
+  problems: VerifyReportProblem[];
 }
 
 /** Bytes verify will read: every partition snapshot file and change log of the snapshots checked. */
@@ -62,7 +67,8 @@ export async function verify(
       if (broken) problems.push({ snapshot: s.id, partition: null, file: null, message: broken });
       if (s.fingerprint !== volume.fingerprint) problems.push({ snapshot: s.id, partition: null, file: null, message: `snapshot.json records mapping ${s.fingerprint}, the volume has ${volume.fingerprint}` });
     }
-    o.onTotal?.(bytesToRead(store.dir, snaps));
+    const only = ref === undefined ? undefined : snaps[0].id;
+    o.onTotal?.(bytesToRead(store.dir, snaps) + cloneBytesToRead(store.dir, volume, only));
     // Each worker checks the files of its own partitions, in parallel. A
     // Ctrl-C stops waiting for them: verify changes nothing, and the workers
     // end with the link when the finally below has released the lock.
@@ -102,7 +108,11 @@ export async function verify(
       if (interrupted()) for (const h of handles) if (h.alive) h.kill();
     }
     problems.sort((a, b) => (a.snapshot ?? 0) - (b.snapshot ?? 0) || String(a.partition).localeCompare(String(b.partition)));
-    return { ok: problems.length === 0, snapshots: snaps.length, bytesRead, problems };
+    // The clones (of the snapshot checked, with a ref): their maps are small, read here.
+    const clones = verifyClones(store.dir, volume, store.snapshots, { ...(only === undefined ? {} : { only }), onProgress: o.onProgress });
+    bytesRead += clones.bytesRead;
+    const all: VerifyReportProblem[] = [...problems.map((p) => ({ ...p, clone: null })), ...clones.problems];
+    return { ok: all.length === 0, snapshots: snaps.length, clones: clones.clones, bytesRead, problems: all };
   } finally {
     store.release();
   }

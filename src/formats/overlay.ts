@@ -8,11 +8,13 @@
 // What is "written but not yet mapped" is the caller's (worker/clone-overlay.ts)
 // in-memory business: this file only ever maps blocks it is told are synced.
 import fs from 'node:fs';
+import path from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { IntegrityError, fileError, namingFile } from '../errors.js';
 import { BlockIndex } from './block-index.js';
 import { createPrivateFile } from './private-file.js';
+import { fsyncDir } from './atomic.js';
 import { readFully, readFullyZeroFilled, writeFully, writevFully } from '../positional-io.js';
 
 export const OVERLAY_DATA_MAGIC = 'VSNAPOVL';
@@ -101,10 +103,18 @@ export function encodeMapRecord(block: number, into: Buffer = Buffer.alloc(MAP_R
 
 /** The block a record maps, or undefined for a record that is not valid (torn, zero, out of range). */
 export function decodeMapRecord(b: Buffer, at: number, blockCount: number): number | undefined {
-  if (b.readUInt32LE(at) !== MAP_RECORD_MAGIC) return undefined;
-  if (crc32(b.subarray(at + 8, at + 16)) !== b.readUInt32LE(at + 4)) return undefined;
-  const block = Number(b.readBigUInt64LE(at + 8));
-  return block < blockCount ? block : undefined;
+  return mapRecordFault(b, at, blockCount) === undefined ? Number(b.readBigUInt64LE(at + 8)) : undefined;
+}
+
+/** Why a map record is not valid (what `vsnap verify` says), or undefined for a valid one. */
+export function mapRecordFault(b: Buffer, at: number, blockCount: number): string | undefined {
+  const magic = b.readUInt32LE(at);
+  if (magic !== MAP_RECORD_MAGIC) return `bad record magic 0x${magic.toString(16).padStart(8, '0')}`;
+  const crc = b.readUInt32LE(at + 4);
+  if (crc32(b.subarray(at + 8, at + 16)) !== crc) return 'record crc mismatch';
+  const block = b.readBigUInt64LE(at + 8);
+  if (block >= BigInt(blockCount)) return `block ${block} is past the partition's ${blockCount} blocks`;
+  return undefined;
 }
 
 /** Pure: the blocks of a map file's record area, and where a torn tail starts (docs/formats.md "Open and recovery"). */
@@ -152,16 +162,41 @@ export function overlayUsedBytes(paths: OverlayPaths): number {
   return n;
 }
 
-/** Empty an overlay that nobody has open: the map first (the commit point), then the data. */
-export async function resetOverlayFiles(paths: OverlayPaths): Promise<void> {
-  for (const file of [paths.map, paths.data]) {
-    const fh = await namingFile(file, fs.promises.open(file, 'r+'));
+/**
+ * Empty one overlay file through `fh` and give it a fresh header: cut to the
+ * header, write the header, fdatasync. A header damaged behind vsnap is
+ * replaced, so a reset always leaves a working empty overlay; a good one is
+ * rewritten with the same bytes (a torn write of it changes nothing).
+ */
+async function resetThrough(fh: FileHandle, kind: 'data' | 'map', file: string, h: OverlayHeader): Promise<void> {
+  const hdr = encodeOverlayHeader(kind, h);
+  await namingFile(file, fh.truncate(OVERLAY_HEADER_SIZE));
+  await namingFile(file, writeFully(fh, hdr, 0, hdr.length, 0));
+  await namingFile(file, fh.datasync());
+}
+
+/**
+ * Empty an overlay that nobody has open: the map first (the commit point),
+ * then the data. A file that is missing is made again (private, its
+ * directory synced), so the clone works after the reset.
+ */
+export async function resetOverlayFiles(paths: OverlayPaths, h: OverlayHeader): Promise<void> {
+  for (const [kind, file] of [['map', paths.map], ['data', paths.data]] as const) {
+    let fh: FileHandle;
+    let made = false;
     try {
-      await namingFile(file, fh.truncate(OVERLAY_HEADER_SIZE));
-      await namingFile(file, fh.datasync());
+      fh = await fs.promises.open(file, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fileError(file, err);
+      fh = await createPrivateFile(file, 'wx');
+      made = true;
+    }
+    try {
+      await resetThrough(fh, kind, file, h);
     } finally {
       await fh.close();
     }
+    if (made) await fsyncDir(path.dirname(file));
   }
 }
 
@@ -250,12 +285,10 @@ export class OverlayFile {
 
   /** Empty the overlay in place: the map first (commit point), then the data's space. */
   async reset(): Promise<void> {
-    await namingFile(this.paths.map, this.map.truncate(OVERLAY_HEADER_SIZE));
-    await namingFile(this.paths.map, this.map.datasync());
+    await resetThrough(this.map, 'map', this.paths.map, this.header);
     this.mapEnd = OVERLAY_HEADER_SIZE;
     this.mapped = new BlockIndex();
-    await namingFile(this.paths.data, this.data.truncate(OVERLAY_HEADER_SIZE));
-    await namingFile(this.paths.data, this.data.datasync());
+    await resetThrough(this.data, 'data', this.paths.data, this.header);
   }
 
   async close(): Promise<void> {

@@ -1,11 +1,13 @@
 // The retention planner (pure): which snapshots a prune keeps and deletes.
 //
 // Vocabulary and rules as restic and sanoid use them:
-//   --keep-last N      the N newest snapshots;
+//   --keep-last N      the N newest snapshots (by id: the order they were
+//                      created in, whatever the clock said);
 //   --keep-hourly N    the newest snapshot of each of the N most recent hours
 //                      that have snapshots (likewise daily, weekly, monthly,
 //                      yearly); buckets are in local time (the TZ of the
-//                      process), weeks are ISO weeks starting on Monday.
+//                      process), weeks are ISO weeks starting on Monday; a
+//                      bucket's snapshot is its greatest id.
 // A snapshot any rule keeps stays. Expiry (create --expires) wins over every
 // rule: an expired snapshot is always deleted, so CI snapshots cannot pile up
 // behind a keep-last. With no keep rule at all, only expired snapshots go.
@@ -99,9 +101,31 @@ export function hasRules(r: KeepRules): boolean {
   return Object.values(r).some((v) => v !== undefined);
 }
 
+/**
+ * Pure: the buckets (hours, days, ...) that have snapshots, most recent
+ * first, each with the snapshot that stands for it. Which bucket a snapshot
+ * falls in is a matter of its time; the one that stands for a bucket is its
+ * greatest id (the last created, even if the clock stepped back), and
+ * buckets whose latest times tie are ordered by that id.
+ */
+export function newestBuckets<T extends { id: number; createdAt: string }>(snaps: readonly T[], bucket: (d: Date) => string): { key: string; keep: T; latest: number }[] {
+  const by = new Map<string, { key: string; keep: T; latest: number }>();
+  for (const s of snaps) {
+    const key = bucket(new Date(s.createdAt));
+    const t = Date.parse(s.createdAt);
+    const b = by.get(key);
+    if (!b) by.set(key, { key, keep: s, latest: t });
+    else {
+      if (s.id > b.keep.id) b.keep = s;
+      b.latest = Math.max(b.latest, t);
+    }
+  }
+  return [...by.values()].sort((a, b) => b.latest - a.latest || b.keep.id - a.keep.id);
+}
+
 export function planPrune(snapshots: readonly PrunableSnapshot[], rules: KeepRules, now: Date, o: PruneOptions = {}): PrunePlan {
-  // Newest first; ties broken by id so the plan is deterministic.
-  const sorted = [...snapshots].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || b.id - a.id);
+  // Newest first by id: ids are assigned in creation order, clocks may step back.
+  const sorted = [...snapshots].sort((a, b) => b.id - a.id);
   const reasons = new Map<number, string[]>(sorted.map((s) => [s.id, []]));
   const expired = new Set(sorted.filter((s) => s.expiresAt !== null && Date.parse(s.expiresAt) <= now.getTime()).map((s) => s.id));
   const skipped = (s: PrunableSnapshot) => s.manual === true && o.includeManual !== true;
@@ -110,14 +134,7 @@ export function planPrune(snapshots: readonly PrunableSnapshot[], rules: KeepRul
   for (const [rule, bucket] of Object.entries(BUCKETS) as [keyof typeof BUCKETS, (d: Date) => string][]) {
     const n = rules[rule];
     if (n === undefined) continue;
-    const seen = new Set<string>();
-    for (const s of candidates) {
-      if (seen.size >= n) break;
-      const key = bucket(new Date(s.createdAt));
-      if (seen.has(key)) continue;
-      seen.add(key);
-      reasons.get(s.id)!.push(`${rule} ${key}`);
-    }
+    for (const b of newestBuckets(candidates, bucket).slice(0, n)) reasons.get(b.keep.id)!.push(`${rule} ${b.key}`);
   }
   const ruled = hasRules(rules);
   const plan: PrunePlan = { keep: [], delete: [] };

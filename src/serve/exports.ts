@@ -147,6 +147,7 @@ export class VolumeExports implements ExportProvider {
   constructor(private readonly cluster: Cluster) {}
 
   list(): string[] {
+    // Names, then ids, in the same order: scripts/vsnap-backup.py pairs them by position.
     const snaps = this.cluster.store.snapshots;
     return ['live', ...snaps.map((s) => `snapshot/${s.name}`), ...snaps.map((s) => `snapshot/${s.id}`), ...cloneNames(this.cluster.store.dir).map((n) => `clone/${n}`)];
   }

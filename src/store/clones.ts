@@ -137,8 +137,16 @@ export async function removeClone(storeDir: string, name: string): Promise<void>
   await fs.promises.rm(del, { recursive: true, force: true });
 }
 
-/** Empty a clone that no worker has open (offline reset). */
-export async function resetCloneFiles(storeDir: string, volume: Volume, name: string): Promise<void> {
-  const dir = cloneDir(storeDir, name);
-  for (const p of volume.partitions) await resetOverlayFiles(overlayFiles(dir, p.id));
+/** Empty a clone that no worker has open (offline reset), with fresh headers (a damaged one is replaced). */
+export async function resetCloneFiles(storeDir: string, volume: Volume, rec: CloneRecord): Promise<void> {
+  const dir = cloneDir(storeDir, rec.name);
+  for (const p of volume.partitions) {
+    await resetOverlayFiles(overlayFiles(dir, p.id), {
+      partitionId: p.id,
+      blockSize: volume.blockSize,
+      blockCount: p.length / volume.blockSize,
+      snapshotId: rec.snapshot.id,
+      fingerprint: volume.fingerprint,
+    });
+  }
 }

@@ -13,7 +13,7 @@
 // A checkpoint fdatasyncs the data, then appends the waiting blocks' map
 // records: a map record never names data that is not durable.
 import { OperationError } from '../errors.js';
-import { OverlayFile, resetOverlayFiles } from '../formats/overlay.js';
+import { OverlayFile, resetOverlayFiles, type OverlayHeader } from '../formats/overlay.js';
 import { overlayFiles } from '../store/layout.js';
 import { blockSpan } from '../volume-map.js';
 import type { CloneSpec } from './protocol.js';
@@ -224,6 +224,11 @@ export class WorkerClones {
     this.specs.set(spec.handle, spec);
   }
 
+  /** What the headers of a clone's overlay of one partition say. */
+  private header(spec: CloneSpec, engine: PartitionEngine): OverlayHeader {
+    return { partitionId: engine.spec.id, blockSize: this.ctx.blockSize, blockCount: engine.blockCount, snapshotId: spec.snapshotId, fingerprint: this.ctx.fingerprint };
+  }
+
   private key(handle: number, index: number): string {
     return `${handle}/${index}`;
   }
@@ -235,13 +240,7 @@ export class WorkerClones {
       const spec = this.specs.get(handle);
       if (!spec) return Promise.reject(new OperationError(`clone handle ${handle} is not open (the clone was deleted)`));
       const engine = this.engine(index);
-      p = OverlayFile.open(overlayFiles(spec.dir, engine.spec.id), {
-        partitionId: engine.spec.id,
-        blockSize: this.ctx.blockSize,
-        blockCount: engine.blockCount,
-        snapshotId: spec.snapshotId,
-        fingerprint: this.ctx.fingerprint,
-      }).then((f) => new PartitionClone(f, engine, spec));
+      p = OverlayFile.open(overlayFiles(spec.dir, engine.spec.id), this.header(spec, engine)).then((f) => new PartitionClone(f, engine, spec));
       this.open.set(k, p);
       // A failed open is tried again at the next I/O.
       p.catch(() => this.open.get(k) === p && this.open.delete(k));
@@ -276,7 +275,7 @@ export class WorkerClones {
     for (const e of this.engines()) {
       const p = this.open.get(this.key(handle, e.spec.index));
       if (p) await (await p).reset();
-      else await resetOverlayFiles(overlayFiles(spec.dir, e.spec.id));
+      else await resetOverlayFiles(overlayFiles(spec.dir, e.spec.id), this.header(spec, e));
     }
   }
 

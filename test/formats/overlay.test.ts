@@ -75,11 +75,32 @@ test('overlay files: create, write, map only what is appended, reopen, torn tail
     await o.syncData();
     await o.appendMapped([0]);
     await o.close();
-    await resetOverlayFiles(p);
+    await resetOverlayFiles(p, H);
     o = await OverlayFile.open(p, H);
     assert.equal(o.mapped.size, 0);
     await o.close();
     assert.equal(fs.statSync(p.data).size, OVERLAY_HEADER_SIZE);
+    // Reset gives fresh headers: a damaged map header, a cut data file, a missing one all open again.
+    for (const damage of [() => fs.writeFileSync(p.map, Buffer.alloc(OVERLAY_HEADER_SIZE, 0x77)), () => fs.truncateSync(p.data, 10), () => fs.rmSync(p.data)]) {
+      damage();
+      await assert.rejects(OverlayFile.open(p, H));
+      await resetOverlayFiles(p, H);
+      o = await OverlayFile.open(p, H);
+      assert.equal(o.mapped.size, 0);
+      await o.close();
+      for (const f of [p.data, p.map]) {
+        assert.equal(fs.statSync(f).size, OVERLAY_HEADER_SIZE);
+        assert.equal(fs.statSync(f).mode & 0o777, 0o600, f);
+      }
+    }
+    // An open overlay's reset rewrites its headers too (damaged behind the server's back).
+    o = await OverlayFile.open(p, H);
+    fs.writeFileSync(p.map, Buffer.alloc(OVERLAY_HEADER_SIZE + MAP_RECORD_SIZE, 0x55));
+    await o.reset();
+    await o.close();
+    o = await OverlayFile.open(p, H);
+    assert.equal(o.mapped.size, 0);
+    await o.close();
   } finally {
     t.cleanup();
   }

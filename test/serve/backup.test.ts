@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { ROOT, vsnap, tmpdir, requireTool } from '../helpers/cli.js';
 import { makeFixture } from '../helpers/volume-fixture.js';
-import { runOk, SYSTEM_PYTHON_ENV } from '../nbd/harness.js';
+import { run, runOk, SYSTEM_PYTHON_ENV } from '../nbd/harness.js';
 import { startServe, type Server } from './harness.js';
 import { blocksToRanges, randomWrites, touchedBlocks, writeThrough } from './bitmap-model.js';
 
@@ -42,7 +42,16 @@ function byteUnion(writes: readonly [number, number][]): number {
   return total;
 }
 
-async function backup(args: string[]): Promise<{ bytesRead: number; runs: number }> {
+interface Backup {
+  snapshot: string;
+  snapshotId: number;
+  from: string | null;
+  fromId: number | null;
+  bytesRead: number;
+  runs: number;
+}
+
+async function backup(args: string[]): Promise<Backup> {
   const r = await runOk('python3', [SCRIPT, ...args], { env: SYSTEM_PYTHON_ENV });
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
@@ -85,7 +94,9 @@ test('incremental backup loop over ten snapshots: qcow2 chain and raw in place e
     const snapUri = (i: number) => srv.exportUri(`snapshot/b${i}`);
     const rawImage = path.join(t.dir, 'image.raw');
     const full = await backup(['full', '--server', srv.uri, '--snapshot', 'b1', '--output', path.join(t.dir, 'b1.qcow2')]);
-    const fullServed = await servedBytes(srv, 'snapshot/b1');
+    // The script resolves the snapshot once and opens it by id (b<i> is snapshot i).
+    const fullServed = await servedBytes(srv, 'snapshot/1');
+    assert.deepEqual([full.snapshot, full.snapshotId, full.from, full.fromId], ['b1', 1, null, null]);
     assert.equal(fullServed, full.bytesRead, 'the server sent what the script counted');
     await runOk('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', path.join(t.dir, 'b1.qcow2'), snapUri(1)]);
     await backup(['full', '--server', srv.uri, '--snapshot', '1', '--output', rawImage, '--format', 'raw']);
@@ -96,7 +107,8 @@ test('incremental backup loop over ten snapshots: qcow2 chain and raw in place e
     for (let i = 2; i <= rounds; i++) {
       const top = path.join(t.dir, `b${i}.qcow2`);
       const inc = await backup(['incremental', '--server', srv.uri, '--from', `b${i - 1}`, '--snapshot', `b${i}`, '--backing', path.join(t.dir, `b${i - 1}.qcow2`), '--output', top]);
-      const served = await servedBytes(srv, `snapshot/b${i}@b${i - 1}`);
+      const served = await servedBytes(srv, `snapshot/${i}@${i - 1}`);
+      assert.deepEqual([inc.snapshot, inc.snapshotId, inc.from, inc.fromId], [`b${i}`, i, `b${i - 1}`, i - 1]);
       // The blocks written between b(i-1) and b(i), and the bytes the writes themselves covered.
       const changed = blocksToRanges(touched[i - 2], bs, size);
       const changedBlockBytes = changed.reduce((a, r) => a + r.length, 0);
@@ -117,6 +129,18 @@ test('incremental backup loop over ten snapshots: qcow2 chain and raw in place e
       incTotal += inc.bytesRead;
       figures.push(`incremental b${i - 1} -> b${i}: ${inc.bytesRead} bytes read in ${inc.runs} runs for ${written[i - 2]} bytes written`);
     }
+    // "latest" is resolved to the snapshot it names, printed by name and id, and that is what is copied.
+    const latest = await backup(['full', '--server', srv.uri, '--snapshot', 'latest', '--output', path.join(t.dir, 'latest.raw'), '--format', 'raw']);
+    assert.deepEqual([latest.snapshot, latest.snapshotId], [`b${rounds}`, rounds]);
+    await runOk('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', path.join(t.dir, 'latest.raw'), snapUri(rounds)]);
+    const incLatest = await backup(['incremental', '--server', srv.uri, '--from', String(rounds - 2), '--snapshot', 'latest', '--in-place', path.join(t.dir, 'latest.raw')]);
+    assert.deepEqual([incLatest.snapshot, incLatest.snapshotId, incLatest.from, incLatest.fromId], [`b${rounds}`, rounds, `b${rounds - 2}`, rounds - 2]);
+    // An unknown snapshot, or a --from that is not older, exits non-zero naming it.
+    const unknown = await run('python3', [SCRIPT, 'full', '--server', srv.uri, '--snapshot', 'nope', '--output', path.join(t.dir, 'nope.raw')], { env: SYSTEM_PYTHON_ENV });
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /no snapshot 'nope'/);
+    const backwards = await run('python3', [SCRIPT, 'incremental', '--server', srv.uri, '--from', 'latest', '--snapshot', 'b1', '--in-place', path.join(t.dir, 'latest.raw')], { env: SYSTEM_PYTHON_ENV });
+    assert.match(backwards.stderr, /--from latest \(snapshot 10\) is not older than --snapshot b1 \(snapshot 1\)/);
     // The whole chain still reads as every snapshot, from the bottom up.
     const info = await runOk('qemu-img', ['info', '--backing-chain', '--output=json', path.join(t.dir, `b${rounds}.qcow2`)]);
     assert.equal(JSON.parse(info.stdout).length, rounds, 'a chain of ten images');
