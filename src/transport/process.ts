@@ -69,7 +69,7 @@ type IpcEnd = Pick<NodeJS.Process, 'on'> & {
 /** Control on the IPC channel, data frames on a separate stream. */
 class IpcLink<Out, In> implements Link<Out, In> {
   private readonly reader: FrameReader;
-  private frameFns: ((f: Buffer) => void)[] = [];
+  private frameFns: ((parts: Buffer[]) => void)[] = [];
   private readonly cork: () => void;
 
   constructor(
@@ -101,7 +101,7 @@ class IpcLink<Out, In> implements Link<Out, In> {
     for (const b of parts) this.data.write(b);
   }
 
-  onFrame(fn: (frame: Buffer) => void): void {
+  onFrame(fn: (parts: Buffer[]) => void): void {
     this.frameFns.push(fn);
   }
 

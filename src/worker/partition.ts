@@ -18,6 +18,7 @@ import { blockSpan } from '../volume-map.js';
 import type { PartitionSpec, PartitionSnapshotReply, ThawOutcome } from './protocol.js';
 import { ExtentIO, HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
+import { chunksLength, type Chunks } from '../transport/chunks.js';
 import { identities } from '../store/backing.js';
 import { maybeFault } from '../faults.js';
 import { restorePartition, type RestoreOptions, type RestoredPartition } from './restore.js';
@@ -175,18 +176,20 @@ export class PartitionEngine {
     }
   }
 
-  async write(off: number, data: Buffer, fua: boolean): Promise<void> {
-    if (data.length === 0) return;
+  /** data: one buffer, or a chunk list (a payload as it arrived, written with one writev). */
+  async write(off: number, data: Buffer | Chunks, fua: boolean): Promise<void> {
+    const len = Buffer.isBuffer(data) ? data.length : chunksLength(data);
+    if (len === 0) return;
     await this.ctx.gate.enter();
     try {
       await this.ctx.mutating();
       const newest = this.logs[this.logs.length - 1];
       if (newest) {
         newest.log.pin(); // appends go here: its descriptor stays out of the pool's eviction
-        await this.copyOnWrite(newest.log, off, data.length);
+        await this.copyOnWrite(newest.log, off, len);
       }
       maybeFault('write-before-in-place'); // test-only: old blocks synced in the newest log, in-place write not started
-      const touched = await this.io.write(off, data);
+      const touched = Buffer.isBuffer(data) ? await this.io.write(off, data) : await this.io.writeChunks(off, data, len);
       if (fua) await this.ctx.handles.sync(touched);
     } finally {
       this.ctx.gate.leave();
