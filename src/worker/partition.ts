@@ -152,9 +152,7 @@ export class PartitionEngine {
         continue;
       }
       flushRun();
-      const s = Math.max(off, b * bs);
-      const e = Math.min(off + len, (b + 1) * bs);
-      jobs.push(log.readRange(b, s - b * bs, e - s, out, outOff + s - off));
+      jobs.push(this.readLogged(log, b, off, len, out, outOff));
     }
     flushRun();
     await Promise.all(jobs);
@@ -166,14 +164,20 @@ export class PartitionEngine {
     // A write may have copied and overwritten one of these blocks while we
     // read. Its in-place write starts only after the copy is in the newest
     // log, so a block still absent from every log was read untouched.
-    const bs = this.blockSize;
     for (const b of blocks) {
       const log = this.findLog(v, b);
       if (!log) continue;
-      const s = Math.max(start, b * bs);
-      const e = Math.min(end, (b + 1) * bs);
-      await log.readRange(b, s - b * bs, e - s, out, outOff + s - off);
+      await this.readLogged(log, b, start, end - start, out, outOff + start - off);
     }
+  }
+
+  /** Logged block b's part inside [off, off+len), into out at outOff + (its offset - off); a whole block is read straight into out. */
+  private async readLogged(log: ChangeLog, b: number, off: number, len: number, out: Buffer, outOff: number): Promise<void> {
+    const bs = this.blockSize;
+    const s = Math.max(off, b * bs);
+    const e = Math.min(off + len, (b + 1) * bs);
+    if (e - s === bs) await log.readBlock(b, out, outOff + s - off);
+    else await log.readRange(b, s - b * bs, e - s, out, outOff + s - off);
   }
 
   /** data: one buffer, or a chunk list (a payload as it arrived, written with one writev). */
