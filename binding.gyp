@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "vsnap_native",
-      "sources": ["native/image_lock.c"],
+      "sources": ["native/image_lock.c", "native/socket_buffers.c"],
       "cflags": ["-Wall", "-Wextra", "-Werror"]
     },
     {

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <node_api.h>
+#include "socket_buffers.h"
 
 #define KIND_UNLOCK 0
 #define KIND_SHARED 1
@@ -88,6 +89,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setLock", NULL, set_lock, NULL, NULL, NULL, napi_default, NULL},
       {"testLock", NULL, test_lock, NULL, NULL, NULL, napi_default, NULL},
+      {"setSocketBuffers", NULL, set_socket_buffers, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -36,8 +36,12 @@ export interface BlockDevice {
   /** Preferred I/O size in bytes (the COW block size for vsnap). */
   readonly preferredBlockSize: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** read() as a chunk list (optional): the data as it arrived from where it was read, not joined. */
+  readChunks?(offset: number, length: number): Promise<Buffer[]>;
   /** fua: the data is durable when the promise resolves. */
   write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  /** write() of a payload kept as the chunks it arrived in (optional: the NBD server joins them for devices without it). */
+  writeChunks?(offset: number, chunks: readonly Buffer[], fua: boolean): Promise<void>;
   /**
    * Make the range read as zeroes. With opts.fast (only asked of a device
    * with canFastZero) fail with ENOTSUP, quickly, unless it can be done

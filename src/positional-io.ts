@@ -47,6 +47,16 @@ function preadv(file: PositionalFile, bufs: Buffer[], pos: number): Promise<numb
 
 function pwritev(file: PositionalFile, bufs: Buffer[], pos: number): Promise<number> {
   if (typeof file !== 'number') return file.writev(bufs, pos).then((r) => r.bytesWritten);
+  // As pwrite: small gather-writes go to the page cache synchronously.
+  let len = 0;
+  for (const b of bufs) len += b.length;
+  if (len <= SYNC_WRITE_MAX) {
+    try {
+      return Promise.resolve(fs.writevSync(file, bufs, pos));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
   return new Promise((resolve, reject) => fs.writev(file, bufs, pos, (err, n) => (err ? reject(err) : resolve(n))));
 }
 

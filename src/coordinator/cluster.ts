@@ -24,6 +24,8 @@ import { volumeFiles } from '../store/backing.js';
 import { chmodPrivateDir } from '../store/private.js';
 import { refuseCloned } from '../store/clones.js';
 import { CloneManager } from './clones.js';
+import { byteLength, joinChunks, viewsOf, type Chunks } from '../transport/chunks.js';
+import { readVolume } from './volume-read.js';
 
 export type { Range, FileRange } from '../volume-map.js';
 
@@ -98,19 +100,14 @@ export class Cluster {
     }
   }
 
-  /** view: 0 for the live volume, else a snapshot id. */
-  async read(view: number, offset: number, length: number): Promise<Buffer> {
+  /** view: 0 for the live volume, else a snapshot id; the data as chunks (volume-read.ts). */
+  async readChunks(view: number, offset: number, length: number): Promise<Buffer[]> {
     if (view !== 0) this.store.checkChain(view);
-    const segs = mapVolumeRange(this.volume.partitions, offset, length);
-    const out = Buffer.allocUnsafe(length);
-    await Promise.all(
-      segs.map(async (s) => {
-        const data = await this.worker(s.worker).request({ op: DataOp.Read, flags: 0, partition: s.partition, view, offset: s.partOffset, length: s.length });
-        if (!data || data.length !== s.length) throw new OperationError(`worker ${s.worker} returned ${data?.length ?? 0} bytes for a ${s.length}-byte read`);
-        data.copy(out, s.rangeOffset);
-      }),
-    );
-    return out;
+    return readVolume(this.volume, (w) => this.worker(w), view, offset, length);
+  }
+
+  async read(view: number, offset: number, length: number): Promise<Buffer> {
+    return joinChunks(await this.readChunks(view, offset, length));
   }
 
   /**
@@ -120,11 +117,11 @@ export class Cluster {
    */
   wroteData = false;
 
-  async write(offset: number, data: Buffer, fua = false): Promise<void> {
+  async write(offset: number, data: Buffer | Chunks, fua = false): Promise<void> {
     this.wroteData = true;
     await this.ensureDurable();
     await this.store.markWriting();
-    const segs = mapVolumeRange(this.volume.partitions, offset, data.length);
+    const segs = mapVolumeRange(this.volume.partitions, offset, byteLength(data));
     await this.gate.enter();
     try {
       await this.writeSegments(segs, data, fua);
@@ -133,7 +130,7 @@ export class Cluster {
     }
   }
 
-  private async writeSegments(segs: ReturnType<typeof mapVolumeRange>, data: Buffer, fua: boolean): Promise<void> {
+  private async writeSegments(segs: ReturnType<typeof mapVolumeRange>, data: Buffer | Chunks, fua: boolean): Promise<void> {
     await Promise.all(
       segs.map((s) =>
         this.noteSyncFailure(this.worker(s.worker).request({
@@ -143,7 +140,7 @@ export class Cluster {
           view: 0,
           offset: s.partOffset,
           length: s.length,
-          payload: data.subarray(s.rangeOffset, s.rangeOffset + s.length),
+          payloadParts: viewsOf(data, s.rangeOffset, s.length),
         })),
       ),
     );

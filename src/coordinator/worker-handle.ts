@@ -15,6 +15,7 @@ import {
   type WorkerMessage,
 } from '../worker/protocol.js';
 import { forkWorker, type WorkerProcess } from '../transport/process.js';
+import { joinChunks } from '../transport/chunks.js';
 
 // The bundled CLI names its bundled worker (scripts/bundle.mjs); else the compiled one.
 export const WORKER_MAIN = (globalThis as { vsnapWorkerMain?: string }).vsnapWorkerMain ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'worker', 'main.js');
@@ -29,7 +30,8 @@ interface Pending<T> {
 export class WorkerHandle {
   private nextId = 1;
   private readonly ctl = new Map<number, Pending<unknown> & { onProgress?: (bytes: number) => void }>();
-  private readonly io = new Map<number, Pending<Buffer | undefined>>();
+  /** Data requests in flight: each resolves with its reply's payload as the chunks it arrived in (empty: none). */
+  private readonly io = new Map<number, Pending<Buffer[]>>();
   private deathError: Error | undefined;
   readonly exited: Promise<void>;
   readonly pid: number;
@@ -98,6 +100,11 @@ export class WorkerHandle {
   }
 
   request(r: Omit<DataRequest, 'reqId'>): Promise<Buffer | undefined> {
+    return this.requestParts(r).then((parts) => (parts.length ? joinChunks(parts) : undefined));
+  }
+
+  /** A data request whose reply payload stays the chunk list it arrived in (a READ's data: copied once, or not at all). */
+  requestParts(r: Omit<DataRequest, 'reqId'>): Promise<Buffer[]> {
     if (this.deathError) return Promise.reject(this.deathError);
     const reqId = this.nextId++ >>> 0;
     return new Promise((resolve, reject) => {
@@ -107,15 +114,18 @@ export class WorkerHandle {
     });
   }
 
-  private onReply(frame: Buffer): void {
-    const ok = frame.readUInt8(4) === 0;
-    const reqId = frame.readUInt32LE(8);
+  private onReply(frame: Buffer[]): void {
+    const head = frame[0];
+    const ok = head.readUInt8(4) === 0;
+    const reqId = head.readUInt32LE(8);
     const p = this.io.get(reqId);
     if (!p) return;
     this.io.delete(reqId);
-    const payload = frame.subarray(REPLY_HEADER);
-    if (ok) p.resolve(payload.length ? payload : undefined);
-    else p.reject(deserializeError(JSON.parse(payload.toString()) as SerializedError));
+    const payload: Buffer[] = [];
+    if (head.length > REPLY_HEADER) payload.push(head.subarray(REPLY_HEADER));
+    for (let i = 1; i < frame.length; i++) payload.push(frame[i]);
+    if (ok) p.resolve(payload);
+    else p.reject(deserializeError(JSON.parse(joinChunks(payload).toString()) as SerializedError));
   }
 
   /** Ask the worker to close cleanly, then end the link, which ends the process. */

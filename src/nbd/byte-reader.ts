@@ -64,6 +64,31 @@ export class ByteReader {
     return this.take(n);
   }
 
+  /**
+   * Exactly n bytes as views of the socket's reads (no copy: Node hands each
+   * read a fresh buffer, so the views stay valid), or EndOfStream. For WRITE
+   * payloads, which travel on as a chunk list.
+   */
+  async readChunks(n: number): Promise<Buffer[]> {
+    await this.fill(n, n);
+    const parts: Buffer[] = [];
+    let left = n;
+    while (left > 0) {
+      const c = this.chunks[0];
+      if (c.length <= left) {
+        parts.push(c);
+        this.chunks.shift();
+        left -= c.length;
+      } else {
+        parts.push(c.subarray(0, left));
+        this.chunks[0] = c.subarray(left);
+        left = 0;
+      }
+    }
+    this.consumed(n);
+    return parts;
+  }
+
   /** Consume n bytes without keeping them (a rejected WRITE's payload), in bounded steps. */
   async skip(n: number): Promise<void> {
     let left = n;
@@ -106,9 +131,13 @@ export class ByteReader {
         else this.chunks[0] = c.subarray(use);
       }
     }
+    this.consumed(n);
+    return out;
+  }
+
+  private consumed(n: number): void {
     this.buffered -= n;
     if (this.buffered < HIGH_WATER && !this.ended) this.socket.resume();
-    return out;
   }
 
   private notify(): void {

@@ -115,6 +115,19 @@ export function readChunkPieces(cookie: bigint, offset: number, data: Buffer, ch
   return out;
 }
 
+/**
+ * readChunkPieces of data held as a chunk list: one OFFSET_DATA chunk whose
+ * payload is the list itself (so at most chunkMax bytes), or a simple reply.
+ */
+export function readReplyParts(cookie: bigint, offset: number, parts: readonly Buffer[], length: number, structured: boolean): Buffer[] {
+  if (!structured) return [simpleReply(cookie, 0), ...parts];
+  if (length === 0) return [noneChunk(cookie)];
+  const h = Buffer.allocUnsafe(28);
+  chunkHeader(h, 0, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, cookie, 8 + length);
+  h.writeBigUInt64BE(BigInt(offset), 20);
+  return [h, ...parts];
+}
+
 export function errorChunk(cookie: bigint, error: number, msg: string): Buffer {
   const text = limitedUtf8(msg);
   const out = Buffer.allocUnsafe(20 + 6 + text.length);

@@ -11,10 +11,10 @@
 import type { Socket } from 'node:net';
 import { BlockError, type BlockDevice, type BlockExtent } from '../block.js';
 import { EndOfStream, type ByteReader } from './byte-reader.js';
-import { CMD, CMD_FLAG, ERRNO, MAX_PAYLOAD_ACCEPTED, STATE_HOLE, STATE_ZERO } from './constants.js';
+import { CMD, CMD_FLAG, ERRNO, MAX_PAYLOAD_ACCEPTED, MAX_PAYLOAD_ADVERTISED, STATE_HOLE, STATE_ZERO } from './constants.js';
 import type { Negotiated } from './handshake.js';
 import type { SelectedContext } from './meta-contexts.js';
-import { blockStatusChunk, errorChunk, noneChunk, readChunkPieces, simpleReadPieces, simpleReply } from './replies.js';
+import { blockStatusChunk, errorChunk, noneChunk, readChunkPieces, readReplyParts, simpleReadPieces, simpleReply } from './replies.js';
 import { REQUEST_HEADER_LENGTH, checkRequest, commandName, parseRequest, type ExportState, type Request } from './requests.js';
 import { ConnectionLedger, type SharedBudget, type Waiting } from './budget.js';
 import type { NbdLimits } from './limits.js';
@@ -122,7 +122,7 @@ export class Transmission {
       const verdict = checkRequest(req, this.state);
       const cost = verdict.ok ? this.costOf(req) : 0;
       if (cost > 0 && !(await this.reserve(cost))) return 'stopped';
-      let payload: Buffer | undefined;
+      let payload: Buffer[] | undefined;
       if (req.type === CMD.WRITE) {
         if (!verdict.ok && req.length > MAX_PAYLOAD_ACCEPTED) {
           // Skipping gigabytes to keep framing is not worth it; say why, then leave.
@@ -132,7 +132,8 @@ export class Transmission {
         }
         try {
           // A rejected WRITE still carries its payload; consuming it keeps the framing.
-          if (verdict.ok) payload = await this.reader.read(req.length);
+          // Kept as the socket's chunks: the worker link and the file take them as they are.
+          if (verdict.ok) payload = await this.reader.readChunks(req.length);
           else await this.reader.skip(req.length);
         } catch (err) {
           if (cost > 0) this.ledger.done(cost);
@@ -199,7 +200,7 @@ export class Transmission {
     w?.();
   }
 
-  private dispatch(req: Request, offset: number, payload: Buffer | undefined, cost: number): void {
+  private dispatch(req: Request, offset: number, payload: Buffer[] | undefined, cost: number): void {
     this.inFlight++;
     const p = this.execute(req, offset, payload).finally(() => {
       this.inFlight--;
@@ -210,7 +211,7 @@ export class Transmission {
     this.pending.add(p);
   }
 
-  private async execute(req: Request, offset: number, payload: Buffer | undefined): Promise<void> {
+  private async execute(req: Request, offset: number, payload: Buffer[] | undefined): Promise<void> {
     const fua = (req.flags & CMD_FLAG.FUA) !== 0;
     const dev = this.device;
     const len = req.length;
@@ -221,16 +222,28 @@ export class Transmission {
             this.send(this.state.structuredReplies ? noneChunk(req.cookie) : simpleReply(req.cookie, 0));
             return;
           }
+          if (dev.readChunks && len <= MAX_PAYLOAD_ADVERTISED) {
+            // The data as the device got it (a worker's reply, as read from the link), sent without a join.
+            const parts = await dev.readChunks(offset, len);
+            const n = parts.reduce((t, p) => t + p.length, 0);
+            if (n !== len) throw new Error(`device read returned ${n} bytes, expected ${len}`);
+            this.served(len);
+            this.out.send(readReplyParts(req.cookie, offset, parts, len, this.state.structuredReplies));
+            return;
+          }
           const data = await dev.read(offset, len);
           if (data.length !== len) throw new Error(`device read returned ${data.length} bytes, expected ${len}`);
-          this.readsServed++;
-          this.bytesServed += len;
+          this.served(len);
           // The device's buffer is sent as it is, not copied: a device hands over the buffer it returns.
           this.out.send(this.state.structuredReplies ? readChunkPieces(req.cookie, offset, data) : simpleReadPieces(req.cookie, data));
           return;
         }
         case CMD.WRITE:
-          if (len > 0) await dev.write(offset, payload as Buffer, fua);
+          if (len > 0) {
+            const chunks = payload as Buffer[];
+            if (dev.writeChunks) await dev.writeChunks(offset, chunks, fua);
+            else await dev.write(offset, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, len), fua);
+          }
           break;
         case CMD.FLUSH:
           await dev.flush();
@@ -274,6 +287,11 @@ export class Transmission {
         this.reply(req, ERRNO.EIO, 'I/O error');
       }
     }
+  }
+
+  private served(len: number): void {
+    this.readsServed++;
+    this.bytesServed += len;
   }
 
   /** An error answer in the form this command and negotiation call for. */

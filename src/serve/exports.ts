@@ -49,8 +49,14 @@ class LiveDevice implements BlockDevice {
   read(offset: number, length: number): Promise<Buffer> {
     return asBlockError(this.cluster.read(0, offset, length));
   }
+  readChunks(offset: number, length: number): Promise<Buffer[]> {
+    return asBlockError(this.cluster.readChunks(0, offset, length));
+  }
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     return asBlockError(this.cluster.write(offset, data, fua));
+  }
+  writeChunks(offset: number, chunks: readonly Buffer[], fua: boolean): Promise<void> {
+    return asBlockError(this.cluster.write(offset, chunks, fua));
   }
   zero(offset: number, length: number, fua: boolean, opts: ZeroOptions = {}): Promise<void> {
     return asBlockError(this.cluster.zero(offset, length, fua, opts));
@@ -93,6 +99,9 @@ class SnapshotDevice implements BlockDevice {
   }
   read(offset: number, length: number): Promise<Buffer> {
     return asBlockError(this.cluster.read(this.id, offset, length));
+  }
+  readChunks(offset: number, length: number): Promise<Buffer[]> {
+    return asBlockError(this.cluster.readChunks(this.id, offset, length));
   }
   async write(): Promise<void> {
     throw new BlockError('EPERM', 'snapshots are read-only');

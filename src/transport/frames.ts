@@ -3,46 +3,70 @@
 // without knowing what the frames carry.
 
 /**
- * Splits a byte stream into length-prefixed frames without copying payloads
- * more than once. Feed it chunks; it calls onFrame with whole frames.
+ * Bytes of a frame guaranteed contiguous in its first part: the largest
+ * header of the worker protocol (a request's), so headers are read from one
+ * buffer while payloads stay in the chunks they arrived in.
+ */
+export const FRAME_HEAD_BYTES = 32;
+
+/**
+ * Splits a byte stream into length-prefixed frames without copying payloads.
+ * Feed it chunks; it calls onFrame with each whole frame as a list of views
+ * of those chunks (one view when the frame arrived in one chunk). The first
+ * part holds at least FRAME_HEAD_BYTES (or the whole frame, if shorter): at
+ * most those few bytes are ever copied, when a header straddles two reads.
  */
 export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
-  constructor(private readonly onFrame: (frame: Buffer) => void) {}
+  constructor(private readonly onFrame: (parts: Buffer[]) => void) {}
 
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     while (this.buffered >= 4) {
-      const head = this.chunks[0].length >= 4 ? this.chunks[0] : this.coalesce(4);
-      const len = head.readUInt32LE(0);
+      if (this.chunks[0].length < 4) this.coalesce(4);
+      const len = this.chunks[0].readUInt32LE(0);
       if (len < 5) throw new Error(`corrupt frame length ${len} on the worker link`);
       if (this.buffered < len) return;
-      const first = this.chunks[0];
-      let frame: Buffer;
-      if (first.length >= len) {
-        frame = first.subarray(0, len);
-        if (first.length === len) this.chunks.shift();
-        else this.chunks[0] = first.subarray(len);
-      } else {
-        frame = this.coalesce(len).subarray(0, len);
-        const rest = this.chunks[0].subarray(len);
-        if (rest.length) this.chunks[0] = rest;
-        else this.chunks.shift();
-      }
+      const head = Math.min(len, FRAME_HEAD_BYTES);
+      if (this.chunks[0].length < head) this.coalesce(head);
       this.buffered -= len;
-      this.onFrame(frame);
+      this.onFrame(this.take(len));
     }
   }
 
-  /** Merge leading chunks until the first holds at least n bytes. */
-  private coalesce(n: number): Buffer {
-    let total = 0;
-    let k = 0;
-    while (total < n) total += this.chunks[k++].length;
-    const merged = Buffer.concat(this.chunks.slice(0, k), total);
-    this.chunks.splice(0, k, merged);
-    return merged;
+  /** The next n buffered bytes as views, removed from the buffer. */
+  private take(n: number): Buffer[] {
+    const parts: Buffer[] = [];
+    let left = n;
+    while (left > 0) {
+      const c = this.chunks[0];
+      if (c.length <= left) {
+        parts.push(c);
+        this.chunks.shift();
+        left -= c.length;
+      } else {
+        parts.push(c.subarray(0, left));
+        this.chunks[0] = c.subarray(left);
+        left = 0;
+      }
+    }
+    return parts;
+  }
+
+  /** Make the first chunk hold at least n bytes: copies only those n bytes (a header split across reads). */
+  private coalesce(n: number): void {
+    const head = Buffer.allocUnsafe(n);
+    let at = 0;
+    while (at < n) {
+      const c = this.chunks[0];
+      const use = Math.min(c.length, n - at);
+      c.copy(head, at, 0, use);
+      at += use;
+      if (use === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(use);
+    }
+    this.chunks.unshift(head);
   }
 }

@@ -11,7 +11,8 @@ export interface Link<Out, In> {
   onMessage(fn: (m: In) => void): void;
   /** Send the parts of one data frame; frames sent in the same tick leave in one write. */
   sendFrame(parts: Buffer[]): void;
-  onFrame(fn: (frame: Buffer) => void): void;
+  /** Each frame as the views of the reads it arrived in (frames.ts): the first part holds its header. */
+  onFrame(fn: (parts: Buffer[]) => void): void;
   /** The link broke or the peer ended it. */
   onClose(fn: () => void): void;
   /** End the link in an orderly way (the peer sees it close). */

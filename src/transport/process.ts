@@ -8,6 +8,7 @@ import net, { type Socket } from 'node:net';
 import { FrameReader } from './frames.js';
 import { StreamLink } from './stream.js';
 import { tickCorker, type Link } from './link.js';
+import { enlargeSocketBuffers } from '../io/socket-buffers.js';
 
 export const DATA_FD = 4;
 
@@ -42,6 +43,8 @@ export function forkWorker<Out, In>(main: string, args: string[] = []): WorkerPr
   });
   const data = child.stdio[DATA_FD] as Socket;
   data.on('error', () => {});
+  // child_process gives no option for it: the descriptor of its socketpair end.
+  enlargeSocketBuffers((data as unknown as { _handle?: { fd?: number } })._handle?.fd);
   const ended = endedOf(child);
   return { pid: child.pid ?? 0, link: new IpcLink<Out, In>(child, data, ended), kill: () => child.kill('SIGKILL'), ended };
 }
@@ -56,7 +59,10 @@ export function spawnStdioWorker<Out, In>(command: string, args: string[]): Work
 
 /** The worker's side of the link to whoever started it: IPC plus fd 4 when forked, else stdin/stdout. */
 export function parentLink<Out, In>(): Link<Out, In> {
-  if (process.send) return new IpcLink<Out, In>(process, new net.Socket({ fd: DATA_FD, readable: true, writable: true }));
+  if (process.send) {
+    enlargeSocketBuffers(DATA_FD);
+    return new IpcLink<Out, In>(process, new net.Socket({ fd: DATA_FD, readable: true, writable: true }));
+  }
   return new StreamLink<Out, In>(process.stdin, process.stdout);
 }
 
@@ -69,7 +75,7 @@ type IpcEnd = Pick<NodeJS.Process, 'on'> & {
 /** Control on the IPC channel, data frames on a separate stream. */
 class IpcLink<Out, In> implements Link<Out, In> {
   private readonly reader: FrameReader;
-  private frameFns: ((f: Buffer) => void)[] = [];
+  private frameFns: ((parts: Buffer[]) => void)[] = [];
   private readonly cork: () => void;
 
   constructor(
@@ -101,7 +107,7 @@ class IpcLink<Out, In> implements Link<Out, In> {
     for (const b of parts) this.data.write(b);
   }
 
-  onFrame(fn: (frame: Buffer) => void): void {
+  onFrame(fn: (parts: Buffer[]) => void): void {
     this.frameFns.push(fn);
   }
 

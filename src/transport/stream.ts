@@ -5,13 +5,14 @@
 // then the message as JSON, so data frames pass through without a copy.
 import type { Duplex, Readable, Writable } from 'node:stream';
 import { FrameReader } from './frames.js';
+import { joinChunks } from './chunks.js';
 import { tickCorker, type Link } from './link.js';
 
 export const CONTROL_MARK = 0xc7;
 
 export class StreamLink<Out, In> implements Link<Out, In> {
   private messageFns: ((m: In) => void)[] = [];
-  private frameFns: ((f: Buffer) => void)[] = [];
+  private frameFns: ((parts: Buffer[]) => void)[] = [];
   private closeFns: (() => void)[] = [];
   private closed = false;
   private readonly cork: () => void;
@@ -22,8 +23,8 @@ export class StreamLink<Out, In> implements Link<Out, In> {
   ) {
     this.cork = tickCorker(output);
     const reader = new FrameReader((f) => {
-      if (f.readUInt8(4) === CONTROL_MARK) {
-        const m = JSON.parse(f.subarray(5).toString('utf8')) as In;
+      if (f[0].readUInt8(4) === CONTROL_MARK) {
+        const m = JSON.parse(joinChunks(f).subarray(5).toString('utf8')) as In;
         for (const fn of this.messageFns) fn(m);
       } else {
         for (const fn of this.frameFns) fn(f);
@@ -77,7 +78,7 @@ export class StreamLink<Out, In> implements Link<Out, In> {
     for (const b of parts) this.output.write(b);
   }
 
-  onFrame(fn: (frame: Buffer) => void): void {
+  onFrame(fn: (parts: Buffer[]) => void): void {
     this.frameFns.push(fn);
   }
 

@@ -11,7 +11,8 @@ import { mapPartitionRange, extentStarts, type MapExtent } from '../volume-map.j
 import { OperationError, fileError } from '../errors.js';
 import { guardOpened, noteOwnWrite } from '../io/backing-guard.js';
 // Reads past the end of a backing file that shrank behind us read as zeros.
-import { readFullyZeroFilled as readFully, writeFully } from '../positional-io.js';
+import { readFullyZeroFilled as readFully, writeFully, writevFully } from '../positional-io.js';
+import { sliceChunks, type Chunks } from '../transport/chunks.js';
 
 function fdatasync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
@@ -249,6 +250,29 @@ export class ExtentIO {
       segs.map((s) => {
         const fd = this.handles.get(s.path);
         return writeFully(fd, data, dataOffset + s.rangeOffset, s.length, s.fileOffset)
+          .then(() => noteOwnWrite(s.path, fd))
+          .finally(() => this.handles.wrote(s.path))
+          .catch((err: unknown) => {
+            throw fileError(s.path, err);
+          });
+      }),
+    );
+    return segs.map((s) => s.path);
+  }
+
+  /**
+   * Write a chunk list (a payload as it arrived from the socket) in place:
+   * one positional writev per backing file, no join. Returns the files touched.
+   */
+  async writeChunks(partOffset: number, chunks: Chunks, length: number): Promise<string[]> {
+    const segs = mapPartitionRange(this.extents, partOffset, length, this.starts);
+    await Promise.all(
+      segs.map((s) => {
+        const fd = this.handles.get(s.path);
+        const bufs = segs.length === 1 ? (chunks as Buffer[]) : sliceChunks(chunks, s.rangeOffset, s.length);
+        const io = bufs.length === 1 ? writeFully(fd, bufs[0], 0, s.length, s.fileOffset) : writevFully(fd, bufs, s.fileOffset);
+        // Counted as in write(): when it returns, even on failure.
+        return io
           .then(() => noteOwnWrite(s.path, fd))
           .finally(() => this.handles.wrote(s.path))
           .catch((err: unknown) => {

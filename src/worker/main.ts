@@ -11,7 +11,7 @@ import {
   FLAG_FUA,
   FLAG_NO_HOLE,
   FLAG_FAST,
-  decodeRequest,
+  decodeRequestParts,
   encodeExtents,
   encodeReply,
   type ControlKind,
@@ -37,6 +37,7 @@ import { readState, writeState, recordCut, type PartitionState } from '../store/
 import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
 import { parentLink } from '../transport/process.js';
+import { joinChunks } from '../transport/chunks.js';
 
 const link = parentLink<WorkerMessage, ControlRequestWithId>();
 
@@ -348,19 +349,20 @@ link.onMessage((req) => {
 });
 
 link.onFrame((frame) => {
-  const r = decodeRequest(frame);
-  // Socket reads hand out fresh buffers, so the payload can be kept without a copy.
-  const payload = r.payload;
+  const r = decodeRequestParts(frame);
+  // Socket reads hand out fresh buffers, so the payload's chunks can be kept
+  // without a copy: a live write reaches the file as one positional writev of them.
+  const parts = r.payloadParts;
   let work: Promise<Buffer | undefined>;
   try {
     const e = worker.engine(r.partition);
-    if (r.clone) work = cloneIo(worker.clones, r, payload);
+    if (r.clone) work = cloneIo(worker.clones, r, parts.length ? joinChunks(parts) : undefined);
     else switch (r.op) {
       case DataOp.Read:
         work = e.read(r.view, r.offset, r.length);
         break;
       case DataOp.Write:
-        work = e.write(r.offset, payload ?? Buffer.alloc(0), (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+        work = e.write(r.offset, parts, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
         break;
       case DataOp.Zero:
         work = zeroRange(e, worker.handles, r.offset, r.length, (r.flags & FLAG_FUA) !== 0, { noHole: (r.flags & FLAG_NO_HOLE) !== 0, fast: (r.flags & FLAG_FAST) !== 0 }).then(() => undefined);

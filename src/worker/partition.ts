@@ -18,6 +18,7 @@ import { blockSpan } from '../volume-map.js';
 import type { PartitionSpec, PartitionSnapshotReply, ThawOutcome } from './protocol.js';
 import { ExtentIO, HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
+import { chunksLength, type Chunks } from '../transport/chunks.js';
 import { identities } from '../store/backing.js';
 import { maybeFault } from '../faults.js';
 import { restorePartition, type RestoreOptions, type RestoredPartition } from './restore.js';
@@ -151,9 +152,7 @@ export class PartitionEngine {
         continue;
       }
       flushRun();
-      const s = Math.max(off, b * bs);
-      const e = Math.min(off + len, (b + 1) * bs);
-      jobs.push(log.readRange(b, s - b * bs, e - s, out, outOff + s - off));
+      jobs.push(this.readLogged(log, b, off, len, out, outOff));
     }
     flushRun();
     await Promise.all(jobs);
@@ -165,28 +164,36 @@ export class PartitionEngine {
     // A write may have copied and overwritten one of these blocks while we
     // read. Its in-place write starts only after the copy is in the newest
     // log, so a block still absent from every log was read untouched.
-    const bs = this.blockSize;
     for (const b of blocks) {
       const log = this.findLog(v, b);
       if (!log) continue;
-      const s = Math.max(start, b * bs);
-      const e = Math.min(end, (b + 1) * bs);
-      await log.readRange(b, s - b * bs, e - s, out, outOff + s - off);
+      await this.readLogged(log, b, start, end - start, out, outOff + start - off);
     }
   }
 
-  async write(off: number, data: Buffer, fua: boolean): Promise<void> {
-    if (data.length === 0) return;
+  /** Logged block b's part inside [off, off+len), into out at outOff + (its offset - off); a whole block is read straight into out. */
+  private async readLogged(log: ChangeLog, b: number, off: number, len: number, out: Buffer, outOff: number): Promise<void> {
+    const bs = this.blockSize;
+    const s = Math.max(off, b * bs);
+    const e = Math.min(off + len, (b + 1) * bs);
+    if (e - s === bs) await log.readBlock(b, out, outOff + s - off);
+    else await log.readRange(b, s - b * bs, e - s, out, outOff + s - off);
+  }
+
+  /** data: one buffer, or a chunk list (a payload as it arrived, written with one writev). */
+  async write(off: number, data: Buffer | Chunks, fua: boolean): Promise<void> {
+    const len = Buffer.isBuffer(data) ? data.length : chunksLength(data);
+    if (len === 0) return;
     await this.ctx.gate.enter();
     try {
       await this.ctx.mutating();
       const newest = this.logs[this.logs.length - 1];
       if (newest) {
         newest.log.pin(); // appends go here: its descriptor stays out of the pool's eviction
-        await this.copyOnWrite(newest.log, off, data.length);
+        await this.copyOnWrite(newest.log, off, len);
       }
       maybeFault('write-before-in-place'); // test-only: old blocks synced in the newest log, in-place write not started
-      const touched = await this.io.write(off, data);
+      const touched = Buffer.isBuffer(data) ? await this.io.write(off, data) : await this.io.writeChunks(off, data, len);
       if (fua) await this.ctx.handles.sync(touched);
     } finally {
       this.ctx.gate.leave();

@@ -251,11 +251,14 @@ export interface DataRequest {
   /** A clone's handle (CloneSpec.handle), or 0/absent for the live volume or a snapshot. */
   clone?: number;
   payload?: Buffer;
+  /** The payload as a chunk list (views of the NBD socket's reads), sent instead of `payload` without joining it. */
+  payloadParts?: readonly Buffer[];
 }
 
 export function encodeRequest(r: DataRequest): Buffer[] {
   const h = Buffer.allocUnsafe(REQ_HEADER);
-  const payloadLen = r.payload ? r.payload.length : 0;
+  let payloadLen = r.payload ? r.payload.length : 0;
+  if (r.payloadParts) for (const p of r.payloadParts) payloadLen += p.length;
   h.writeUInt32LE(REQ_HEADER + payloadLen, 0);
   h.writeUInt8(r.op, 4);
   h.writeUInt8(r.flags, 5);
@@ -265,6 +268,7 @@ export function encodeRequest(r: DataRequest): Buffer[] {
   h.writeDoubleLE(r.offset, 16);
   h.writeUInt32LE(r.length, 24);
   h.writeUInt32LE(r.clone ?? 0, 28);
+  if (r.payloadParts) return [h, ...r.payloadParts];
   return r.payload ? [h, r.payload] : [h];
 }
 
@@ -280,6 +284,18 @@ export function decodeRequest(frame: Buffer): DataRequest {
     clone: frame.readUInt32LE(28),
     payload: frame.length > REQ_HEADER ? frame.subarray(REQ_HEADER) : undefined,
   };
+}
+
+/**
+ * A request frame as the link delivers it (frames.ts: the header is whole in
+ * parts[0]); its payload as a chunk list of views, never joined here.
+ */
+export function decodeRequestParts(parts: readonly Buffer[]): DataRequest & { payloadParts: Buffer[] } {
+  const r = decodeRequest(parts[0].subarray(0, REQ_HEADER));
+  const payloadParts: Buffer[] = [];
+  if (parts[0].length > REQ_HEADER) payloadParts.push(parts[0].subarray(REQ_HEADER));
+  for (let i = 1; i < parts.length; i++) payloadParts.push(parts[i]);
+  return { ...r, payloadParts };
 }
 
 export function encodeReply(reqId: number, ok: boolean, payload?: Buffer): Buffer[] {

@@ -54,7 +54,17 @@ if (dir) {
   // The worker's in-place writes use raw descriptors (fs.write / fs.writeSync
   // and fs.fdatasync with callbacks), not FileHandle: trace those too.
   const f = fs as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const origFs = { write: f.write, writeSync: f.writeSync, fdatasync: f.fdatasync };
+  const origFs = { write: f.write, writeSync: f.writeSync, writev: f.writev, writevSync: f.writevSync, fdatasync: f.fdatasync };
+  const total = (bufs: unknown) => (Array.isArray(bufs) ? (bufs as Buffer[]).reduce((n, b) => n + b.length, 0) : 0);
+  // Gather-writes of a payload kept as chunks (ExtentIO.writeChunks).
+  f.writev = function (...a: unknown[]) {
+    if (typeof a[2] === 'number') log(`W ${pathOf(a[0] as number)} ${a[2]} ${total(a[1])}`);
+    return origFs.writev.apply(fs, a);
+  };
+  f.writevSync = function (...a: unknown[]) {
+    if (a[0] !== out && typeof a[2] === 'number') log(`W ${pathOf(a[0] as number)} ${a[2]} ${total(a[1])}`);
+    return origFs.writevSync.apply(fs, a);
+  };
   f.write = function (...a: unknown[]) {
     const buf = a[1] as Buffer;
     if (Buffer.isBuffer(buf) && typeof a[4] === 'number') log(`W ${pathOf(a[0] as number)} ${a[4]} ${typeof a[3] === 'number' ? a[3] : buf.length}`);

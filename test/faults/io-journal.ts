@@ -76,6 +76,22 @@ if (ROOT && DIR) {
       },
     ]);
   };
+  // Gather-writes on descriptors (the workers' in-place writes of a payload kept as chunks).
+  f.writevSync = function (...a: unknown[]) {
+    const n = o.writevSync.apply(fs, a) as number;
+    logWrite(a[0] as number, a[2], Buffer.concat(a[1] as Buffer[]), n);
+    return n;
+  };
+  f.writev = function (...a: unknown[]) {
+    const cb = a[a.length - 1] as Fn;
+    return o.writev.apply(fs, [
+      ...a.slice(0, -1),
+      (err: unknown, n: number, b: unknown) => {
+        if (!err) logWrite(a[0] as number, typeof a[2] === 'number' ? a[2] : undefined, Buffer.concat(a[1] as Buffer[]), n);
+        cb(err, n, b);
+      },
+    ]);
+  };
   for (const name of ['fsync', 'fdatasync']) {
     f[name] = function (fd: unknown, cb: unknown) {
       const p = fdPath(fd as number);
