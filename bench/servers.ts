@@ -138,7 +138,9 @@ async function waitForSocket(sock: string, child: ChildProcess, name: string, er
 
 /** `vsnap serve` on the volume as it is (the caller copies and snapshots first). */
 export async function serveVsnap(manifest: string): Promise<Server> {
-  const s = spawnServer(process.execPath, [VSNAP, 'serve', manifest]);
+  // Started as a user starts it: bin/vsnap run by its #! line, which carries
+  // the coordinator's V8 flags (bin/vsnap); `node bin/vsnap` would drop them.
+  const s = spawnServer(VSNAP, ['serve', manifest]);
   // Without --run, serve prints its URI on stdout once it is listening.
   const uriLine = /^nbd(\+unix)?:\/\/\S+/m;
   const deadline = Date.now() + 30_000;

@@ -37,6 +37,11 @@ export function forkWorker<Out, In>(main: string, args: string[] = []): WorkerPr
     // stdout is ignored: `vsnap read` streams raw bytes there.
     stdio: ['ignore', 'ignore', 'inherit', 'ipc', 'pipe'],
     serialization: 'advanced',
+    // A worker's heap keeps V8's defaults: the larger initial old space
+    // bin/vsnap gives the coordinator (fewer full collections on the NBD
+    // path) would let each worker hold more garbage, and a worker's memory
+    // has a budget (design.md §10).
+    execArgv: process.execArgv.filter((a) => !a.startsWith('--initial-old-space-size')),
     // More threads than libuv's 4 let a snapshot's many small syncs overlap
     // (a caller's own setting, e.g. a test's, wins).
     env: { UV_THREADPOOL_SIZE: '16', ...process.env },
