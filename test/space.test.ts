@@ -123,3 +123,14 @@ test('status warns when the store has less free space than an hour of writes at 
   assert.equal(q.stderr, '');
   assert.match(q.stdout, /^warning: free space/m);
 });
+
+test('status before the first create: free space of the file system the store will be made on, and no store made', async (t) => {
+  const { dir, cleanup } = tmpdir('vsnap-space-');
+  t.after(cleanup);
+  await ok(['init', dir, '--files', '1', '--file-size', '8MiB', '--partitions', '1', '--workers', '1', '--name', 'fresh']);
+  const manifest = path.join(dir, 'volume.json');
+  const st = JSON.parse(await ok(['status', manifest, '--json'])) as { space: { freeBytes: number; warning: string | null } };
+  assert.ok(Math.abs(st.space.freeBytes - dfAvail(dir)) < 64 << 20, `free ${st.space.freeBytes} vs df ${dfAvail(dir)}`);
+  assert.equal(st.space.warning, null);
+  assert.equal(fs.existsSync(path.join(dir, '.vsnap')), false, 'status made no store');
+});

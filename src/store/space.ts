@@ -67,7 +67,11 @@ export function freeBytes(dir: string): number {
   // (test/space.test.ts mounts one when it can).
   const fake = process.env.VSNAP_TEST_FREE_BYTES;
   if (fake !== undefined && /^\d+$/.test(fake)) return Number(fake);
-  const s = fs.statfsSync(dir);
+  // A store not made yet (no create so far) will be made on the file
+  // system of its nearest existing ancestor: that is the space it will have.
+  let at = dir;
+  while (!fs.existsSync(at) && path.dirname(at) !== at) at = path.dirname(at);
+  const s = fs.statfsSync(at);
   return s.bavail * s.bsize;
 }
 
