@@ -49,6 +49,11 @@ test('prune --keep-last keeps the newest snapshot by id after the clock stepped 
     const dry = JSON.parse(await ok(['prune', fx.manifest, '--keep-last', '1', '--dry-run', '--json'])) as Pruned;
     assert.deepEqual(dry.kept.map((k) => k.id), [4]);
     assert.deepEqual(dry.deleted.map((k) => k.id), [1, 2, 3]);
+    // The most recent hour is the one holding the greatest id: --keep-hourly 1
+    // keeps 4, the snapshot just made, not 3 (whose hour is later by the clock).
+    const one = JSON.parse(await ok(['prune', fx.manifest, '--keep-hourly', '1', '--dry-run', '--json'])) as Pruned;
+    assert.deepEqual(one.kept.map((k) => k.id), [4]);
+    assert.deepEqual(one.deleted.map((k) => k.id), [1, 2, 3]);
     // Hours by time: three hours hold snapshots; the oldest hour holds 1 and 4, and 4 stands for it.
     const hourly = JSON.parse(await ok(['prune', fx.manifest, '--keep-hourly', '3', '--json'])) as Pruned;
     assert.deepEqual(hourly.kept.map((k) => k.id), [2, 3, 4]);

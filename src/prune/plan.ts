@@ -7,7 +7,8 @@
 //                      that have snapshots (likewise daily, weekly, monthly,
 //                      yearly); buckets are in local time (the TZ of the
 //                      process), weeks are ISO weeks starting on Monday; a
-//                      bucket's snapshot is its greatest id.
+//                      bucket's snapshot is its greatest id, and the most
+//                      recent buckets are those with the greatest ids.
 // A snapshot any rule keeps stays. Expiry (create --expires) wins over every
 // rule: an expired snapshot is always deleted, so CI snapshots cannot pile up
 // behind a keep-last. With no keep rule at all, only expired snapshots go.
@@ -105,8 +106,11 @@ export function hasRules(r: KeepRules): boolean {
  * Pure: the buckets (hours, days, ...) that have snapshots, most recent
  * first, each with the snapshot that stands for it. Which bucket a snapshot
  * falls in is a matter of its time; the one that stands for a bucket is its
- * greatest id (the last created, even if the clock stepped back), and
- * buckets whose latest times tie are ordered by that id.
+ * greatest id (the last created, even if the clock stepped back). Buckets
+ * are ordered by that id too, not by time: after a clock stepped back, the
+ * snapshot just made lands in an old hour or day, and ordering by time would
+ * make `--keep-daily N` delete it at once. With a clock that only goes
+ * forward the two orders are the same.
  */
 export function newestBuckets<T extends { id: number; createdAt: string }>(snaps: readonly T[], bucket: (d: Date) => string): { key: string; keep: T; latest: number }[] {
   const by = new Map<string, { key: string; keep: T; latest: number }>();
@@ -120,7 +124,7 @@ export function newestBuckets<T extends { id: number; createdAt: string }>(snaps
       b.latest = Math.max(b.latest, t);
     }
   }
-  return [...by.values()].sort((a, b) => b.latest - a.latest || b.keep.id - a.keep.id);
+  return [...by.values()].sort((a, b) => b.keep.id - a.keep.id);
 }
 
 export function planPrune(snapshots: readonly PrunableSnapshot[], rules: KeepRules, now: Date, o: PruneOptions = {}): PrunePlan {
