@@ -3,7 +3,8 @@
 // catalogue commands, the choice between running here and asking the server.
 import { loadManifest } from './manifest/load.js';
 import { Store } from './store/store.js';
-import { Cluster } from './coordinator/cluster.js';
+import type { Cluster } from './coordinator/cluster.js';
+import type { Volume } from './manifest/layout.js';
 import { liveHolder } from './store/lock.js';
 import { warn } from './ui.js';
 import type { Catalogue, Method } from './catalogue/catalogue.js';
@@ -12,8 +13,8 @@ import { localCatalogue, LOCAL_OPEN } from './catalogue/local.js';
 import { remoteCatalogue } from './catalogue/remote.js';
 
 /** The control socket of a live `vsnap serve` holding this volume, if any. */
-export function servedBy(manifest: string): string | undefined {
-  const volume = loadManifest(manifest);
+export function servedBy(manifest: string | Volume): string | undefined {
+  const volume = typeof manifest === 'string' ? loadManifest(manifest) : manifest;
   const holder = liveHolder(volume.storeDir);
   return holder?.socket;
 }
@@ -24,8 +25,8 @@ export function servedBy(manifest: string): string | undefined {
  * its commit point), releases the lock and ends the command with
  * InterruptedError (exit 130/143).
  */
-export async function withStore<T>(manifest: string, command: string, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
-  const volume = loadManifest(manifest);
+export async function withStore<T>(manifest: string | Volume, command: string, create: boolean, fn: (store: Store) => Promise<T>): Promise<T> {
+  const volume = typeof manifest === 'string' ? loadManifest(manifest) : manifest;
   return guarded(
     () => {},
     async () => {
@@ -43,11 +44,14 @@ export async function withStore<T>(manifest: string, command: string, create: bo
 
 /** create: make the store when missing (commands that record something); the others leave the disk untouched. */
 export async function withCluster<T>(
-  manifest: string,
+  manifest: string | Volume,
   command: string,
   opts: { force?: boolean; create: boolean; interruptible?: boolean },
   fn: (cluster: Cluster) => Promise<T>,
 ): Promise<T> {
+  // Loaded here, not at the top: commands that never start workers (list,
+  // show, the catalogue without a server) skip parsing the coordinator.
+  const { Cluster } = await import('./coordinator/cluster.js');
   return withStore(manifest, command, opts.create, async (store) => {
     // What the coordinator has to say beside the result (a commit whose
     // bookkeeping failed, say) goes to stderr as a warning.
@@ -99,9 +103,11 @@ export async function withCluster<T>(
  * needs them. The lock records the method as the command.
  */
 export async function withCatalogue<T>(manifest: string, method: Method, fn: (catalogue: Catalogue) => Promise<T>): Promise<T> {
-  const remote = servedBy(manifest);
+  // Read and checked once for both the server question and the store.
+  const volume = loadManifest(manifest);
+  const remote = servedBy(volume);
   if (remote) return fn(remoteCatalogue(remote));
   const open = LOCAL_OPEN[method];
-  if (!open.workers) return withStore(manifest, method, open.createStore, (store) => fn(localCatalogue(store)));
-  return withCluster(manifest, method, { create: open.createStore }, (cluster) => fn(localCatalogue(cluster.store, cluster)));
+  if (!open.workers) return withStore(volume, method, open.createStore, (store) => fn(localCatalogue(store)));
+  return withCluster(volume, method, { create: open.createStore }, (cluster) => fn(localCatalogue(cluster.store, cluster)));
 }
