@@ -48,7 +48,11 @@ export function clearStatusLine(): void {
  * which every scripted (non-TTY) run would otherwise pay.
  */
 export function spinner(text: string): { succeed(t?: string): void; fail(t?: string): void; stop(): void; text(t: string): void } {
-  if (!interactive()) {
+  // A terminal whose size was never set (script(1) without a terminal,
+  // `ssh -tt` from a pipe, some CI runners) reports 0 columns: ora divides
+  // by it and its clear loop then never ends, synchronously, so not even
+  // SIGTERM gets through. Such a terminal gets no spinner.
+  if (!interactive() || !((process.stderr.columns ?? 0) > 0)) {
     return { succeed: () => {}, fail: () => {}, stop: () => {}, text: () => {} };
   }
   let s: Ora | undefined;

@@ -149,3 +149,18 @@ test('--wait 0 fails at once naming the holder; --wait 5s waits for a lock that 
   // The global flag goes before the command too.
   assert.equal((await vsnap(['--wait', '0', 'list', manifest])).code, 0);
 });
+
+test('a terminal that reports 0 columns (size never set) gets no spinner: create, write and restore finish and exit 0', async (t) => {
+  const { manifest } = await volume(t);
+  const vs = `${process.execPath} ${BIN}`;
+  // COLUMNS unset: the terminal's own size (0 x 24) is what the commands see.
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
+  delete env.COLUMNS;
+  const line = `stty cols 0 rows 24; ${vs} create ${manifest} --name zero-cols && ${vs} write ${manifest} --offset 0 --input ${BIN} && ${vs} restore ${manifest} zero-cols; echo "rc=$?"`;
+  const r = spawnSync('script', ['-qec', line, '/dev/null'], { encoding: 'utf8', env, timeout: 60_000, maxBuffer: 64 << 20 });
+  assert.equal(r.error, undefined, `script(1) did not finish: ${r.error?.message} (output ${r.stdout?.length ?? 0} bytes)`);
+  assert.match(r.stdout, /rc=0/, r.stdout.slice(-2000));
+  assert.ok(r.stdout.length < 64 << 10, `a runaway redraw loop: ${r.stdout.length} bytes of output`);
+  const list = JSON.parse((await vsnap(['list', manifest, '--json'])).stdout) as { name: string }[];
+  assert.ok(list.some((s) => s.name === 'zero-cols'));
+});
