@@ -4,6 +4,7 @@
 // enough is buffered, which is how a slow device holds back a fast client.
 
 import type { Socket } from 'node:net';
+import { takeChunks } from '../transport/chunks.js';
 
 /** The stream ended (or was cancelled) before the requested bytes arrived. */
 export class EndOfStream extends Error {
@@ -71,20 +72,7 @@ export class ByteReader {
    */
   async readChunks(n: number): Promise<Buffer[]> {
     await this.fill(n, n);
-    const parts: Buffer[] = [];
-    let left = n;
-    while (left > 0) {
-      const c = this.chunks[0];
-      if (c.length <= left) {
-        parts.push(c);
-        this.chunks.shift();
-        left -= c.length;
-      } else {
-        parts.push(c.subarray(0, left));
-        this.chunks[0] = c.subarray(left);
-        left = 0;
-      }
-    }
+    const parts = takeChunks(this.chunks, n);
     this.consumed(n);
     return parts;
   }

@@ -54,3 +54,26 @@ export function viewsOf(data: Buffer | Chunks, start: number, length: number): B
 export function byteLength(data: Buffer | Chunks): number {
   return Buffer.isBuffer(data) ? data.length : chunksLength(data);
 }
+
+/**
+ * Remove the first n bytes from a queue of received buffers and return them
+ * as views (the queue's buffers, or subarrays of them); the caller checked
+ * that the queue holds at least n bytes.
+ */
+export function takeChunks(queue: Buffer[], n: number): Buffer[] {
+  const parts: Buffer[] = [];
+  let left = n;
+  while (left > 0) {
+    const c = queue[0];
+    if (c.length <= left) {
+      parts.push(c);
+      queue.shift();
+      left -= c.length;
+    } else {
+      parts.push(c.subarray(0, left));
+      queue[0] = c.subarray(left);
+      left = 0;
+    }
+  }
+  return parts;
+}

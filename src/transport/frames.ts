@@ -2,6 +2,8 @@
 // total length as a u32 (little-endian), so a reader can split a stream
 // without knowing what the frames carry.
 
+import { takeChunks } from './chunks.js';
+
 /**
  * Bytes of a frame guaranteed contiguous in its first part: the largest
  * header of the worker protocol (a request's), so headers are read from one
@@ -32,27 +34,8 @@ export class FrameReader {
       const head = Math.min(len, FRAME_HEAD_BYTES);
       if (this.chunks[0].length < head) this.coalesce(head);
       this.buffered -= len;
-      this.onFrame(this.take(len));
+      this.onFrame(takeChunks(this.chunks, len));
     }
-  }
-
-  /** The next n buffered bytes as views, removed from the buffer. */
-  private take(n: number): Buffer[] {
-    const parts: Buffer[] = [];
-    let left = n;
-    while (left > 0) {
-      const c = this.chunks[0];
-      if (c.length <= left) {
-        parts.push(c);
-        this.chunks.shift();
-        left -= c.length;
-      } else {
-        parts.push(c.subarray(0, left));
-        this.chunks[0] = c.subarray(left);
-        left = 0;
-      }
-    }
-    return parts;
   }
 
   /** Make the first chunk hold at least n bytes: copies only those n bytes (a header split across reads). */
