@@ -13,6 +13,7 @@ import { fileError } from '../errors.js';
 import { MAP_RECORD_SIZE, OVERLAY_HEADER_SIZE, checkOverlayHeader, mapRecordFault, type OverlayHeader } from '../formats/overlay.js';
 import { cloneNames, readClone, type CloneRecord } from '../store/clones.js';
 import { cloneDir, cloneRecordFile, overlayFiles } from '../store/layout.js';
+import { requireRegularFileSync } from '../io/regular-file.js';
 
 export interface CloneProblem {
   clone: string;
@@ -56,6 +57,7 @@ export function mapRecordsProblem(records: Buffer, blockCount: number): { blocks
 /** A whole file, or the errno failure named after it. */
 function readWhole(file: string): Buffer {
   try {
+    requireRegularFileSync(file);
     return fs.readFileSync(file);
   } catch (err) {
     throw fileError(file, err);
@@ -134,6 +136,7 @@ export function verifyClones(
       // The data file: its header, and its size (a mapped slot past the end reads as zeros).
       let dataSize: number | undefined;
       try {
+        requireRegularFileSync(files.data);
         const fd = fs.openSync(files.data, 'r');
         try {
           const hdr = Buffer.alloc(OVERLAY_HEADER_SIZE);

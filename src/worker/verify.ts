@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { ChangeLog } from '../formats/changelog.js';
 import { readPartitionSnapshot } from '../formats/psnap.js';
+import { requireRegularFile } from '../io/regular-file.js';
 import { sha256Tagged } from '../formats/record-json.js';
 import { snapshotDir, snapshotMember, snapshotRecordFile } from '../store/layout.js';
 import { readState, statePath } from '../store/partition-state.js';
@@ -31,6 +32,7 @@ export async function verifyPartitions(req: VerifyRequest, onProgress?: (bytes: 
       }
       const psnap = snapshotMember(req.storeDir, snap.id, rec.snapshotFile);
       try {
+        await requireRegularFile(psnap);
         const bytes = await fs.promises.readFile(psnap);
         bytesRead += bytes.length;
         onProgress?.(bytes.length);
@@ -58,6 +60,7 @@ export async function verifyPartitions(req: VerifyRequest, onProgress?: (bytes: 
       const clog = snapshotMember(req.storeDir, snap.id, rec.changeLogFile);
       let log: ChangeLog | undefined;
       try {
+        await requireRegularFile(clog);
         log = await ChangeLog.open(clog, {
           expect: { snapshotId: snap.id, partitionId: spec.id, blockSize: req.blockSize, fingerprint: req.fingerprint },
           blockCount: spec.length / req.blockSize,
