@@ -8,7 +8,6 @@ import net, { type Socket } from 'node:net';
 import { FrameReader } from './frames.js';
 import { StreamLink } from './stream.js';
 import { tickCorker, type Link } from './link.js';
-import { enlargeSocketBuffers } from '../io/socket-buffers.js';
 
 export const DATA_FD = 4;
 
@@ -48,8 +47,11 @@ export function forkWorker<Out, In>(main: string, args: string[] = []): WorkerPr
   });
   const data = child.stdio[DATA_FD] as Socket;
   data.on('error', () => {});
-  // child_process gives no option for it: the descriptor of its socketpair end.
-  enlargeSocketBuffers((data as unknown as { _handle?: { fd?: number } })._handle?.fd);
+  // The link keeps the kernel's default buffer sizes. 4 MiB ones
+  // (io/socket-buffers.ts, kept for a later, sized use) cut the syscalls of
+  // 1 MiB frames but let workers push more replies into a coordinator whose
+  // clients do not read (test/serve/hostile.test.ts peaked 40 MiB higher in
+  // its second round) and cost 4 KiB writes ~5% (docs/performance.md).
   const ended = endedOf(child);
   return { pid: child.pid ?? 0, link: new IpcLink<Out, In>(child, data, ended), kill: () => child.kill('SIGKILL'), ended };
 }
@@ -65,7 +67,6 @@ export function spawnStdioWorker<Out, In>(command: string, args: string[]): Work
 /** The worker's side of the link to whoever started it: IPC plus fd 4 when forked, else stdin/stdout. */
 export function parentLink<Out, In>(): Link<Out, In> {
   if (process.send) {
-    enlargeSocketBuffers(DATA_FD);
     return new IpcLink<Out, In>(process, new net.Socket({ fd: DATA_FD, readable: true, writable: true }));
   }
   return new StreamLink<Out, In>(process.stdin, process.stdout);
