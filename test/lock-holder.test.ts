@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { vsnap, tmpdir } from './helpers/cli.js';
-import { processStart } from '../src/store/lock.js';
+import { vsnap, tmpdir, BIN } from './helpers/cli.js';
+import { processStart, processState, readLock } from '../src/store/lock.js';
 
 async function volume(t: { after: (fn: () => void) => void }): Promise<{ manifest: string; store: string }> {
   const { dir, cleanup } = tmpdir('vsnap-lock-');
@@ -51,4 +51,26 @@ test('a lock whose holder really runs (same pid, same start) still makes the vol
   assert.equal(r.code, 1);
   assert.match(r.stderr, new RegExp(`volume is busy: .* locked by pid ${sleeper.pid} \\(create`));
   assert.ok(fs.existsSync(lock));
+});
+
+test('a serve killed with -9 and not yet reaped (a zombie) does not hold the volume', async (t) => {
+  const { manifest, store } = await volume(t);
+  // The server's parent execs `sleep`, which never waits: once killed, the
+  // server stays a zombie, as under a supervisor that has not reaped it yet.
+  const parent = spawn('sh', ['-c', `"${process.execPath}" "${BIN}" serve "${manifest}" >/dev/null 2>&1 & echo $!; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => parent.kill('SIGKILL'));
+  const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))));
+  const lock = path.join(store, 'lock');
+  for (let i = 0; i < 200 && !(readLock(store)?.pid === pid && readLock(store)?.socket !== undefined); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(readLock(store)?.pid, pid, 'the server took the lock');
+  process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 100 && processState(pid) !== 'Z'; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(processState(pid), 'Z', 'the killed server is a zombie');
+  assert.ok(fs.existsSync(lock), 'its lock is still on disk');
+  for (const args of [['list', manifest], ['status', manifest], ['create', manifest, '--name', 'b']]) {
+    const r = await vsnap(args, { env: { VSNAP_LOCK_WAIT_MS: '500' } });
+    assert.equal(r.code, 0, `${args[0]}: ${r.stderr}`);
+  }
+  const r = await vsnap(['list', manifest, '--json']);
+  assert.deepEqual((JSON.parse(r.stdout) as { name: string }[]).map((s) => s.name), ['a', 'b']);
 });

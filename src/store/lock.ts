@@ -39,12 +39,29 @@ export function lockPath(storeDir: string): string {
   return lockFile(storeDir);
 }
 
+/**
+ * A process that exists and has not exited. kill(pid, 0) succeeds on a
+ * zombie too: a `serve` killed with -9 whose parent (a supervisor, a CI
+ * harness) has not reaped it yet. A zombie has closed its files and its
+ * sockets, so it holds nothing: its state letter in /proc says so.
+ */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const state = processState(pid);
+  return state !== 'Z' && state !== 'X' && state !== 'x';
+}
+
+/** The state letter of /proc/<pid>/stat (R, S, D, Z, ...), or undefined where /proc cannot tell. */
+export function processState(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] || undefined;
+  } catch {
+    return undefined;
   }
 }
 
