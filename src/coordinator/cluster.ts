@@ -118,6 +118,7 @@ export class Cluster {
   wroteData = false;
 
   async write(offset: number, data: Buffer | Chunks, fua = false): Promise<void> {
+    if (fua && this.syncFailure) return this.writeThenFail(this.write(offset, data)); // as FLUSH: see flush()
     this.wroteData = true;
     await this.ensureDurable();
     await this.store.markWriting();
@@ -148,6 +149,7 @@ export class Cluster {
 
   /** Zero (punching holes unless noHole; fast: ENOTSUP rather than copy or write data), or trim (worker/zeroing.ts). */
   async zero(offset: number, length: number, fua = false, mode: { noHole?: boolean; fast?: boolean; trim?: boolean } = {}): Promise<void> {
+    if (fua && this.syncFailure) return this.writeThenFail(this.zero(offset, length, false, mode));
     this.wroteData = true;
     await this.ensureDurable();
     await this.store.markWriting();
@@ -186,8 +188,10 @@ export class Cluster {
     });
   }
 
-  /** The first failed sync of a backing file, reported by every later FLUSH until the server restarts. */
+  /** The first failed sync of a backing file, reported by every later FLUSH and FUA request until the server restarts. */
   syncFailure: Error | undefined;
+  /** A FUA request after a failed sync: done as a plain one, then failed like FLUSH (as the worker that failed the sync does). */
+  private writeThenFail = (done: Promise<void>): Promise<void> => done.then(() => Promise.reject(this.syncFailure));
 
   private async noteSyncFailure<T>(p: Promise<T>): Promise<T> {
     try {

@@ -147,6 +147,10 @@ export async function serve(manifest: string, o: ServeOptions): Promise<number> 
     try {
       if (cluster) {
         await cluster.close();
+        // A sync failed this session: acknowledged writes may be lost even if a
+        // restarted worker's close synced fine. The stop fails and the state
+        // stays unclean, so the next open syncs the files again.
+        if (cluster.syncFailure) throw cluster.syncFailure;
         await store.markClean();
       }
     } finally {

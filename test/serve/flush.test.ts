@@ -130,6 +130,15 @@ test('a failed fdatasync fails every later FLUSH and FUA write of the file, and 
     assert.deepEqual(seen.map((s) => s.ok), [false], 'one fdatasync of a.img (the failed one), no retry that could succeed over dropped pages');
     // Even with strace gone (a sync would now succeed), FLUSH keeps failing: the error is sticky.
     assert.equal(await nbdsh(srv.uri, TRY('flush4', 'h.flush()')), 'flush4 EIO\n');
+    // Nor does a restarted worker (whose fresh fdatasync would succeed over the
+    // dropped pages) let FUA writes, zeroes or trims through (adversary D4).
+    process.kill(await workerPid(fx.manifest, 0), 'SIGKILL');
+    await waitFor('the worker restart', () => /worker 0 restarted as pid \d+/.test(srv.log()));
+    assert.equal(
+      await nbdsh(srv.uri, [TRY('fua2', 'h.pwrite(b"\\x44" * 4096, 8192, nbd.CMD_FLAG_FUA)'), TRY('zero', 'h.zero(4096, 4096, nbd.CMD_FLAG_FUA)'), TRY('trim', 'h.trim(4096, 12288, nbd.CMD_FLAG_FUA)'), TRY('flush5', 'h.flush()')].join('\n')),
+      'fua2 EIO\nzero EIO\ntrim EIO\nflush5 EIO\n',
+      srv.log(),
+    );
     // The orderly stop cannot make the data durable either: it fails and leaves the state unclean.
     assert.notEqual(await terminate(srv), 0);
     assert.match(srv.log(), /fdatasync of .*a\.img failed/);
