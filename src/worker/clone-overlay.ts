@@ -269,6 +269,12 @@ export class WorkerClones {
     await Promise.all(parts.map(async (p) => (await p).checkpoint()));
   }
 
+  /** Open every overlay of the clone here (kept open for its I/O); a damaged one fails as at its first I/O. */
+  async check(handle: number): Promise<void> {
+    if (!this.specs.has(handle)) throw new OperationError(`clone handle ${handle} is not open (the clone was deleted)`);
+    for (const e of this.engines()) await this.part(handle, e.spec.index);
+  }
+
   async reset(handle: number): Promise<void> {
     const spec = this.specs.get(handle);
     if (!spec) throw new OperationError(`clone handle ${handle} is not open (the clone was deleted)`);

@@ -244,6 +244,7 @@ class Worker {
     },
     cloneOpen: async (req) => (this.clones.add(req.clone), null),
     cloneReset: async (req) => (await this.clones.reset(req.handle), null),
+    cloneCheck: async (req) => (await this.clones.check(req.handle), null),
     cloneClose: async (req) => (await this.clones.close(req.handle, false), null),
     close: async () => {
       await this.close();

@@ -30,8 +30,16 @@ test('scanMap: valid records, a torn tail is cut, damage before valid records is
   // A partial trailing record and a zeroed one are a torn append.
   assert.deepEqual(scanMap(Buffer.concat([recs, Buffer.alloc(7)]), 64, 'm').validBytes, 48);
   assert.deepEqual(scanMap(Buffer.concat([recs, Buffer.alloc(MAP_RECORD_SIZE)]), 64, 'm').validBytes, 48);
-  // Out of range is invalid.
-  assert.deepEqual(scanMap(encodeMapRecord(64), 64, 'm').blocks, []);
+  // Out of range is invalid; with a valid crc it is a whole record a torn append cannot leave: refused, not cut.
+  assert.throws(() => scanMap(encodeMapRecord(64), 64, 'm.ovm'), (e: Error) => e instanceof IntegrityError && /m\.ovm at offset 4096: map record: block 64 is past the partition's 64 blocks in a whole record with the record magic/.test(e.message));
+  // The record magic with a bad crc at the tail: refused, naming the offset and the block field.
+  const crc = Buffer.from(recs);
+  crc[2 * MAP_RECORD_SIZE + 4] ^= 1;
+  assert.throws(() => scanMap(crc, 64, 'm.ovm'), (e: Error) => e instanceof IntegrityError && /m\.ovm at offset 4128: map record: record crc mismatch \(its block field says 63\).*vsnap clone repair/.test(e.message));
+  // Behind a zeroed record (a sector of the append that never landed), the same.
+  assert.throws(() => scanMap(Buffer.concat([recs, Buffer.alloc(MAP_RECORD_SIZE), crc.subarray(32)]), 64, 'm.ovm'), /at offset 4160: map record: record crc mismatch/);
+  // Foreign bytes (no record magic) at the tail are still a torn append.
+  assert.equal(scanMap(Buffer.concat([recs, Buffer.alloc(MAP_RECORD_SIZE, 0xa5)]), 64, 'm').validBytes, 48);
   // A flipped bit in record 1 with record 2 still valid: damage, named by offset.
   const bad = Buffer.from(recs);
   bad[MAP_RECORD_SIZE + 9] ^= 1;
