@@ -107,6 +107,10 @@ for (const kind of ['crc', 'range'] as const) {
         await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x33 0 4096`, '-c', 'flush', '-c', 'read -P 0x33 0 4096', srv.exportUri('clone/other')]);
         // Still refused on a second try (nothing was cut meanwhile).
         assert.notEqual((await run('qemu-io', ['-f', 'raw', '-c', 'read 0 512', srv.exportUri('clone/c')])).code, 0);
+        // repair is offline: the server has the overlays open.
+        const busy = await vsnap(['clone', 'repair', fx.manifest, 'c']);
+        assert.equal(busy.code, 1, busy.stderr);
+        assert.match(busy.stderr, /volume is served by pid \d+/);
         assert.match(srv.log(), new RegExp(`GO: export "clone/c" is not available: \\S+p0\\.ovm at offset ${last}: map record: .*vsnap clone repair`));
       } finally {
         await srv.stop();
