@@ -208,6 +208,11 @@ def main():
     snaps = server_snapshots(a.server)
     snap_id, snap_name = resolve(snaps, a.snapshot, a.server)
     from_id, from_name = resolve(snaps, a.frm, a.server) if a.mode == "incremental" else (None, None)
+    # The images an incremental copy starts from must be there: said in one line before any copying.
+    if a.mode == "incremental":
+        for flag, image in (("--in-place", a.in_place), ("--backing", a.backing)):
+            if image is not None and not os.path.exists(image):
+                sys.exit(f"vsnap-backup: {image}: no such file ({flag}: the image that holds snapshot {from_id} {from_name!r}, --from)")
 
     if a.mode == "full":
         src = connect(export_uri(a.server, f"snapshot/{snap_id}"), ["base:allocation"])
@@ -254,4 +259,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OSError as e:
+        # A file the script opens (a directory, no permission, a full disk): one line, exit 1, no traceback.
+        where = f"{e.filename}: " if e.filename else ""
+        sys.exit(f"vsnap-backup: {where}{e.strerror or e}")
+    except subprocess.CalledProcessError as e:
+        err = (e.stderr or "").strip().splitlines()
+        sys.exit(f"vsnap-backup: {' '.join(map(str, e.cmd))} failed (exit {e.returncode}){': ' + err[-1] if err else ''}")

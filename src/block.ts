@@ -35,6 +35,8 @@ export interface BlockDevice {
   readonly readOnly: boolean;
   /** Preferred I/O size in bytes (the COW block size for vsnap). */
   readonly preferredBlockSize: number;
+  /** Called at NBD_OPT_GO/INFO (optional): rejects when the export cannot be used, saying why (the option fails). */
+  ready?(): Promise<void>;
   read(offset: number, length: number): Promise<Buffer>;
   /** read() as a chunk list (optional): the data as it arrived from where it was read, not joined. */
   readChunks?(offset: number, length: number): Promise<Buffer[]>;

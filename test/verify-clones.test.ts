@@ -73,6 +73,11 @@ test('map record scan: a torn tail is accepted, a bad record before valid ones i
   const crc = Buffer.concat([encodeMapRecord(1), encodeMapRecord(2), encodeMapRecord(3)]);
   crc[16 + 8] ^= 1;
   assert.match(mapRecordsProblem(crc, 10).problem!, /record crc mismatch/);
+  // A whole record with the record magic at the tail (bad crc, or a block past the end) is damage too: the open refuses it.
+  const tail = Buffer.concat([encodeMapRecord(1), encodeMapRecord(2)]);
+  tail[16 + 4] ^= 1;
+  assert.match(mapRecordsProblem(tail, 10).problem!, new RegExp(`^map record at offset ${OVERLAY_HEADER_SIZE + 16}: record crc mismatch \\(its block field says 2\\) in a whole record with the record magic`));
+  assert.match(mapRecordsProblem(Buffer.concat([encodeMapRecord(1), encodeMapRecord(10)]), 10).problem!, /offset 4112: block 10 is past the partition's 10 blocks in a whole record with the record magic/);
 });
 
 test('verify checks clones: clean after writes through the clone export, read-only, each damage exit 3 naming the clone', { skip, timeout: 180_000 }, async () => {
@@ -213,12 +218,14 @@ test('clone reset repairs a damaged overlay header, offline and through the serv
     }
     assert.equal((await verifyJson(fx.manifest)).code, 0);
 
-    // Damaged before the server opened it: clone I/O fails until a reset through the server.
+    // Damaged before the server opened it: the clone export is refused until a reset through the server.
     damage('p2.ovm');
     srv = await startServe(fx.manifest);
     try {
       const failed = await run('qemu-io', ['-f', 'raw', '-c', `read 0 ${fx.size}`, srv.exportUri('clone/c')]);
-      assert.match(failed.stdout + failed.stderr, /error|failed/i, 'reading a clone whose map header is damaged fails');
+      // Refused at open (NBD_OPT_GO), naming the file and why, rather than failing each read.
+      assert.notEqual(failed.code, 0, 'reading a clone whose map header is damaged fails');
+      assert.match(failed.stdout + failed.stderr, /not available: \S+p2\.ovm at offset 0: bad magic/, 'reading a clone whose map header is damaged fails');
       await ok(['clone', 'reset', fx.manifest, 'c']);
       await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x43 ${fx.blockSize} ${fx.size - fx.blockSize}`, '-c', `read -P 0x43 ${fx.blockSize} ${fx.size - fx.blockSize}`, '-c', 'flush', srv.exportUri('clone/c')]);
     } finally {

@@ -1,4 +1,4 @@
-// `vsnap clone create|list|reset|delete`: flag wiring and rendering for
+// `vsnap clone create|list|reset|repair|delete`: flag wiring and rendering for
 // writable clones (src/commands/clone.ts does the work).
 import type { Command } from 'commander';
 import { info, printJson } from '../ui.js';
@@ -57,6 +57,33 @@ export function registerClone(program: Command): void {
     .action(async (manifest: string, name: string) => {
       const r = await (await import('../commands/clone.js')).cloneReset(manifest, name);
       info(`clone "${r.name}" reset to snapshot ${r.snapshot.id} "${r.snapshot.name}"`);
+    });
+
+  clone
+    .command('repair')
+    .description('accept the loss of damaged map records of a clone (vsnap verify names them): drop them, after printing each')
+    .argument('<manifest>', 'volume manifest (JSON)')
+    .argument('<name>', 'clone name')
+    .option('--dry-run', 'print what would be dropped, change nothing')
+    .option('--json', 'print JSON: {name, snapshot, dryRun, maps: [{partition, file, dropped: [{offset, fault, block}], kept, tornBytes, sizeBefore, sizeAfter}]}')
+    .addHelpText('after', '\nA map record whose bytes are damaged makes the clone refuse to open (its NBD export is refused).\nrepair keeps every valid record; the blocks of the dropped ones read as the snapshot again.\nOffline only: stop `vsnap serve` first. `vsnap clone reset` discards every write instead.\n')
+    .action(async (manifest: string, name: string, o) => {
+      const r = await (await import('../commands/clone.js')).cloneRepair(manifest, name, { dryRun: o.dryRun === true });
+      if (o.json) {
+        printJson({ name: r.name, snapshot: r.snapshot, dryRun: r.dryRun, maps: r.maps.map((m) => ({ partition: m.partition, ...m.repair, dropped: m.repair.dropped.map((d) => ({ ...d, block: d.block.toString() })) })) });
+        return;
+      }
+      const verb = r.dryRun ? 'would drop' : 'dropped';
+      let n = 0;
+      for (const m of r.maps) {
+        for (const d of m.repair.dropped) {
+          n++;
+          process.stdout.write(`${verb}: clone ${r.name} partition ${m.partition} ${m.repair.file} map record at offset ${d.offset}: ${d.fault} (block field ${d.block})\n`);
+        }
+        if (m.repair.kept) info(`partition ${m.partition}: ${m.repair.kept} valid record(s) after the first bad one kept`);
+      }
+      if (!r.maps.length) info(`clone "${r.name}": no damaged map records, nothing to repair`);
+      else info(`clone "${r.name}": ${n} map record(s) ${r.dryRun ? 'would be dropped' : 'dropped'}; the blocks they named read as snapshot ${r.snapshot.id} "${r.snapshot.name}" again${r.dryRun ? ' (dry run: nothing changed)' : ''}`);
     });
 
   clone

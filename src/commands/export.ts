@@ -16,7 +16,7 @@ import type { ExportTarget } from '../worker/protocol.js';
 import { mergeRanges } from '../volume-map.js';
 import { withCluster } from '../session.js';
 import { throwIfInterrupted } from '../interrupt.js';
-import { beginOutput, finishOutputs, abandonOutputs, type Output } from './output-file.js';
+import { beginOutput, finishOutputs, abandonOutputs, namedAfterOutput, type Output } from './output-file.js';
 import { checkOutput, checkOutputPath } from './io.js';
 
 /** Bytes per worker per round: about 0.2-0.5 s of copying here, so Ctrl-C is prompt. */
@@ -72,11 +72,11 @@ export async function exportCmd(manifest: string, ref: string, o: ExportOptions)
     const label = snap ? { id: snap.id, name: snap.name } : ('live' as const);
     const result: ExportResult = { snapshot: label, output: o.output ?? o.split!, bytes: 0 };
     const outputs: Output[] = [];
-    const copy = async (targets: ExportTarget[]): Promise<number> => {
+    const copy = async (targets: ExportTarget[], sparse = true): Promise<number> => {
       let bytes = 0;
       for (const round of planRounds(targets, (t) => volume.partitions[t.partition].worker)) {
         throwIfInterrupted();
-        bytes += await cluster.exportTo(view, round, true, o.onProgress);
+        bytes += await cluster.exportTo(view, round, sparse, o.onProgress);
       }
       throwIfInterrupted();
       return bytes;
@@ -90,14 +90,14 @@ export async function exportCmd(manifest: string, ref: string, o: ExportOptions)
         const out = beginOutput(o.output, volume.size);
         outputs.push(out);
         const targets: ExportTarget[] = volume.partitions.map((p) => ({ partition: p.index, partOffset: 0, length: p.length, output: out.writing, outputOffset: p.volumeOffset }));
-        result.bytes = await copy(targets);
+        result.bytes = await copy(targets, out.sparse);
       }
       if (o.split) result.files = await exportSplit(o, volume, manifest, outputs, copy, (b) => (result.bytes = o.output ? result.bytes : b));
       o.onPhase?.('syncing');
       await finishOutputs(outputs);
     } catch (err) {
       abandonOutputs(outputs); // failed or interrupted: no partial output stays behind
-      throw err;
+      throw namedAfterOutput(outputs, err);
     }
     return result;
   });

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fileError, namingFile } from '../errors.js';
+import { OperationError, fileError, namingFile } from '../errors.js';
 import { fsyncDir } from '../formats/atomic.js';
 import { trackTemp } from '../interrupt.js';
 
@@ -20,6 +20,12 @@ export interface Output {
   final: string;
   writing: string;
   untrack: () => void;
+  /**
+   * Zero chunks may be skipped: true for the fresh temporary file (its holes
+   * read as zeroes); false for a device written in place, whose old bytes
+   * would show through a skipped chunk.
+   */
+  sparse: boolean;
 }
 
 export function beginOutput(final: string, size: number): Output {
@@ -30,8 +36,8 @@ export function beginOutput(final: string, size: number): Output {
     /* a new file */
   }
   if (st && !st.isFile()) {
-    // A device: write in place, as before (nothing to rename).
-    return { final, writing: final, untrack: () => {} };
+    // A device (/dev/sdX, /dev/nbd0, /dev/null): written in place (nothing to rename), every chunk.
+    return { final, writing: final, untrack: () => {}, sparse: false };
   }
   const writing = path.join(path.dirname(final), `.${path.basename(final)}.vsnap-${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
   const untrack = trackTemp(writing);
@@ -51,7 +57,7 @@ export function beginOutput(final: string, size: number): Output {
     if (created) fs.rmSync(writing, { force: true });
     throw fileError(writing, err);
   }
-  return { final, writing, untrack };
+  return { final, writing, untrack, sparse: true };
 }
 
 /** The copy is synced (each worker datasyncs its outputs); rename every output into place, then sync the directories. */
@@ -73,4 +79,17 @@ export function abandonOutputs(outputs: Output[]): void {
     fs.rmSync(out.writing, { force: true });
     out.untrack();
   }
+}
+
+/**
+ * An export's failure named after its output: the workers name the file they
+ * write, which for a regular output is the temporary one (removed by
+ * abandonOutputs), so say which output it was for.
+ */
+export function namedAfterOutput(outputs: readonly Output[], err: unknown): unknown {
+  if (!(err instanceof OperationError)) return err;
+  const o = outputs.find((x) => x.writing !== x.final && err.message.includes(x.writing));
+  if (!o) return err;
+  const hint = err.errno === 'ENOSPC' ? ` (the output needs room for the volume's data on its file system)` : '';
+  return new OperationError(`${o.final}: ${err.message.replace(o.writing, `its temporary file ${path.basename(o.writing)}`)}${hint}; nothing was left behind`, err.errno);
 }

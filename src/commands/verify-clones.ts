@@ -4,13 +4,14 @@
 // left where it is (the next open cuts it, docs/formats.md "Open and
 // recovery") and is not a problem, since recovery accepts it; what is
 // reported is what would make the clone unreadable (a bad header, a bad
-// record followed by valid ones) or wrong (a mapped block whose slot lies
+// record followed by valid ones, a whole bad record with the record magic,
+// which the open refuses) or wrong (a mapped block whose slot lies
 // past the end of the .ovl, so it would read as zeros). Block data has no
 // checksum (it is live), so the .ovl is not read beyond its header.
 import fs from 'node:fs';
 import type { Volume } from '../manifest/layout.js';
-import { fileError } from '../errors.js';
-import { MAP_RECORD_SIZE, OVERLAY_HEADER_SIZE, checkOverlayHeader, mapRecordFault, type OverlayHeader } from '../formats/overlay.js';
+import { describeErrnoError, isErrnoError } from '../errors.js';
+import { MAP_DAMAGE_HINT, OVERLAY_HEADER_SIZE, checkOverlayHeader, describeMapDamage, scanMapRecords, type OverlayHeader } from '../formats/overlay.js';
 import { cloneNames, readClone, type CloneRecord } from '../store/clones.js';
 import { cloneDir, cloneRecordFile, overlayFiles } from '../store/layout.js';
 import { requireRegularFileSync } from '../io/regular-file.js';
@@ -31,36 +32,32 @@ export interface CloneCheck {
   problems: CloneProblem[];
 }
 
-/** Pure: the problem of a map's record area, after the rule recovery applies (only the tail may be torn). */
+/**
+ * Pure: the problem of a map's record area under the rule recovery applies
+ * (overlay.ts scanMapRecords): a torn tail is none; a bad record followed by
+ * a valid one, or a whole one with the record magic, is.
+ */
 export function mapRecordsProblem(records: Buffer, blockCount: number): { blocks: { block: number; offset: number }[]; problem?: string } {
-  const blocks: { block: number; offset: number }[] = [];
-  const whole = Math.floor(records.length / MAP_RECORD_SIZE);
-  let k = 0;
-  let fault: string | undefined;
-  for (; k < whole; k++) {
-    fault = mapRecordFault(records, k * MAP_RECORD_SIZE, blockCount);
-    if (fault !== undefined) break;
-    blocks.push({ block: Number(records.readBigUInt64LE(k * MAP_RECORD_SIZE + 8)), offset: OVERLAY_HEADER_SIZE + k * MAP_RECORD_SIZE });
-  }
-  for (let j = k + 1; j < whole; j++) {
-    if (mapRecordFault(records, j * MAP_RECORD_SIZE, blockCount) === undefined) {
-      const at = OVERLAY_HEADER_SIZE + k * MAP_RECORD_SIZE;
-      return {
-        blocks,
-        problem: `map record at offset ${at}: ${fault}, followed by a valid record at offset ${OVERLAY_HEADER_SIZE + j * MAP_RECORD_SIZE} (damage, not a torn append: the clone cannot be opened)`,
-      };
-    }
-  }
-  return { blocks };
+  const scan = scanMapRecords(records, blockCount);
+  if (!scan.damage) return { blocks: scan.blocks };
+  const d = describeMapDamage(scan.damage);
+  return { blocks: scan.blocks, problem: `map record at offset ${d.offset}: ${d.text}; the clone cannot be opened: ${MAP_DAMAGE_HINT}` };
 }
 
-/** A whole file, or the errno failure named after it. */
+/** An overlay file's failure in the project's words: "missing", or the call, file and errno (never Node's raw text). */
+function fileProblem(file: string, err: unknown): string {
+  if (!isErrnoError(err)) return (err as Error).message;
+  if (err.code === 'ENOENT') return `${file}: missing (an overlay file of the clone; vsnap clone reset makes it again, which empties the clone)`;
+  return describeErrnoError(err, file);
+}
+
+/** A whole file, or its failure in words. */
 function readWhole(file: string): Buffer {
   try {
     requireRegularFileSync(file);
     return fs.readFileSync(file);
   } catch (err) {
-    throw fileError(file, err);
+    throw new Error(fileProblem(file, err));
   }
 }
 
@@ -149,7 +146,7 @@ export function verifyClones(
           fs.closeSync(fd);
         }
       } catch (err) {
-        problem(p.id, files.data, (fileError(files.data, err) as Error).message);
+        problem(p.id, files.data, fileProblem(files.data, err));
       }
       let map: Buffer;
       try {

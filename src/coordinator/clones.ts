@@ -132,6 +132,12 @@ export class CloneManager {
     for (const [w, n] of upTo) c.flushed.set(w, Math.max(n, c.flushed.get(w) ?? 0));
   }
 
+  /** Open the clone's overlays in every worker now: a map or header the open refuses fails here, naming it (NBD_OPT_GO). */
+  async check(name: string): Promise<void> {
+    const c = await this.open(name);
+    await this.pool.all((h) => h.control({ t: 'cloneCheck', handle: c.spec.handle }));
+  }
+
   /** Empty the clone's overlays in the workers (they drain its I/O first). */
   async reset(name: string): Promise<void> {
     await this.pool.restartsDone();

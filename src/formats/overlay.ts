@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { IntegrityError, fileError, namingFile } from '../errors.js';
+import { IntegrityError, fileError, namingFile, operationErrorFrom } from '../errors.js';
 import { BlockIndex } from './block-index.js';
 import { createPrivateFile } from './private-file.js';
 import { fsyncDir } from './atomic.js';
@@ -117,22 +117,81 @@ export function mapRecordFault(b: Buffer, at: number, blockCount: number): strin
   return undefined;
 }
 
-/** Pure: the blocks of a map file's record area, and where a torn tail starts (docs/formats.md "Open and recovery"). */
-export function scanMap(records: Buffer, blockCount: number, file: string): { blocks: number[]; validBytes: number } {
-  const blocks: number[] = [];
+/** One record of a map that the scan found invalid. */
+export interface BadMapRecord {
+  /** File offset of the record. */
+  offset: number;
+  /** Why it is invalid (mapRecordFault). */
+  fault: string;
+  /** Its block field (untrustworthy when the crc is wrong). */
+  block: bigint;
+}
+
+/** What a map's records say under the recovery rule (docs/formats.md "Open and recovery"). */
+export interface MapScan {
+  /** The valid records before the first invalid one (X), with their file offsets. */
+  blocks: { block: number; offset: number }[];
+  /** Bytes of records before X: where the map is cut when the rest is a torn tail. */
+  validBytes: number;
+  /** Set when the rest is damage, not a torn append: X, and the record after it that proves it. */
+  damage?: { first: BadMapRecord; validAt?: number; withMagic?: BadMapRecord };
+}
+
+/**
+ * Pure scan of a map's record area. X is the first whole record that is not
+ * valid. What a torn append leaves from X on is whole records that never got
+ * their bytes (zeros, or whatever the file system had there) and a partial
+ * last record; never a valid record, and never one with the record magic and
+ * a bad crc or block: records never straddle a sector, so a record's bytes
+ * land whole or not at all. Either of those from X on is damage.
+ */
+export function scanMapRecords(records: Buffer, blockCount: number): MapScan {
+  const blocks: { block: number; offset: number }[] = [];
   const whole = Math.floor(records.length / MAP_RECORD_SIZE);
+  const bad = (k: number, fault: string): BadMapRecord => ({ offset: OVERLAY_HEADER_SIZE + k * MAP_RECORD_SIZE, fault, block: records.readBigUInt64LE(k * MAP_RECORD_SIZE + 8) });
   let k = 0;
+  let first: BadMapRecord | undefined;
   for (; k < whole; k++) {
-    const b = decodeMapRecord(records, k * MAP_RECORD_SIZE, blockCount);
-    if (b === undefined) break;
-    blocks.push(b);
-  }
-  for (let j = k + 1; j < whole; j++) {
-    if (decodeMapRecord(records, j * MAP_RECORD_SIZE, blockCount) !== undefined) {
-      throw new IntegrityError(`${file} at offset ${OVERLAY_HEADER_SIZE + k * MAP_RECORD_SIZE}: invalid map record followed by valid ones (damage, not a torn append)`);
+    const fault = mapRecordFault(records, k * MAP_RECORD_SIZE, blockCount);
+    if (fault !== undefined) {
+      first = bad(k, fault);
+      break;
     }
+    blocks.push({ block: Number(records.readBigUInt64LE(k * MAP_RECORD_SIZE + 8)), offset: OVERLAY_HEADER_SIZE + k * MAP_RECORD_SIZE });
   }
-  return { blocks, validBytes: k * MAP_RECORD_SIZE };
+  const scan: MapScan = { blocks, validBytes: k * MAP_RECORD_SIZE };
+  if (!first) return scan;
+  let withMagic: BadMapRecord | undefined;
+  for (let j = k; j < whole; j++) {
+    const fault = mapRecordFault(records, j * MAP_RECORD_SIZE, blockCount);
+    if (fault === undefined) return { ...scan, damage: { first, validAt: OVERLAY_HEADER_SIZE + j * MAP_RECORD_SIZE } };
+    if (!withMagic && records.readUInt32LE(j * MAP_RECORD_SIZE) === MAP_RECORD_MAGIC) withMagic = bad(j, fault);
+  }
+  return withMagic ? { ...scan, damage: { first, withMagic } } : scan;
+}
+
+/** What to do about a damaged map (the open refuses it, verify reports it). */
+export const MAP_DAMAGE_HINT = 'vsnap clone repair drops the bad records (their blocks read as the snapshot again), vsnap clone reset empties the clone';
+
+/** A scan's damage in words, after "<where> at offset N: ". */
+export function describeMapDamage(d: NonNullable<MapScan['damage']>): { offset: number; text: string } {
+  if (d.validAt !== undefined) return { offset: d.first.offset, text: `${d.first.fault}, followed by a valid record at offset ${d.validAt} (damage, not a torn append)` };
+  const r = d.withMagic!;
+  const names = r.fault.includes('crc') ? ` (its block field says ${r.block})` : '';
+  return { offset: r.offset, text: `${r.fault}${names} in a whole record with the record magic (damage: a torn append never leaves one); the flushed block it named would read as the snapshot again` };
+}
+
+/** Pure: the blocks of a map file's record area, and where a torn tail starts; damage is an IntegrityError. */
+export function scanMap(records: Buffer, blockCount: number, file: string): { blocks: number[]; validBytes: number } {
+  const scan = scanMapRecords(records, blockCount);
+  if (scan.damage?.validAt !== undefined) {
+    throw new IntegrityError(`${file} at offset ${scan.damage.first.offset}: invalid map record followed by valid ones (damage, not a torn append): the clone is not opened; ${MAP_DAMAGE_HINT}`);
+  }
+  if (scan.damage) {
+    const d = describeMapDamage(scan.damage);
+    throw new IntegrityError(`${file} at offset ${d.offset}: map record: ${d.text}; the clone is not opened: ${MAP_DAMAGE_HINT}`);
+  }
+  return { blocks: scan.blocks.map((b) => b.block), validBytes: scan.validBytes };
 }
 
 /** Create a partition's empty overlay pair (headers only), durably; the files must not exist. */
@@ -175,22 +234,48 @@ async function resetThrough(fh: FileHandle, kind: 'data' | 'map', file: string, 
   await namingFile(file, fh.datasync());
 }
 
+/** What a non-regular entry is, for a message. */
+function entryKind(st: fs.Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a file';
+}
+
+/**
+ * Open an overlay file for a reset. A regular file (or a symlink to one) is
+ * used as it is; a missing one, or a dangling symlink in its place, is made
+ * again (`made`); anything else (a directory, a FIFO, ...) is refused, exit 3,
+ * since replacing it could throw away what someone put there.
+ */
+async function openForReset(file: string): Promise<{ fh: FileHandle; made: boolean }> {
+  let st: fs.Stats | undefined;
+  try {
+    st = await fs.promises.stat(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw operationErrorFrom(err as NodeJS.ErrnoException, file);
+  }
+  if (st && !st.isFile()) {
+    throw new IntegrityError(`${file}: not a regular file (${entryKind(st)}); clone reset makes again only a missing overlay file or one whose symlink dangles: move this one out of the store, then reset again`);
+  }
+  if (st) return { fh: await namingFile(file, fs.promises.open(file, 'r+')), made: false };
+  try {
+    if ((await fs.promises.lstat(file)).isSymbolicLink()) await fs.promises.unlink(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw operationErrorFrom(err as NodeJS.ErrnoException, file);
+  }
+  return { fh: await createPrivateFile(file, 'wx'), made: true };
+}
+
 /**
  * Empty an overlay that nobody has open: the map first (the commit point),
- * then the data. A file that is missing is made again (private, its
- * directory synced), so the clone works after the reset.
+ * then the data. A file that is missing (or a dangling symlink) is made again
+ * (private, its directory synced), so the clone works after the reset.
  */
 export async function resetOverlayFiles(paths: OverlayPaths, h: OverlayHeader): Promise<void> {
   for (const [kind, file] of [['map', paths.map], ['data', paths.data]] as const) {
-    let fh: FileHandle;
-    let made = false;
-    try {
-      fh = await fs.promises.open(file, 'r+');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fileError(file, err);
-      fh = await createPrivateFile(file, 'wx');
-      made = true;
-    }
+    const { fh, made } = await openForReset(file);
     try {
       await resetThrough(fh, kind, file, h);
     } finally {
@@ -228,7 +313,7 @@ export class OverlayFile {
       const { blocks, validBytes } = scanMap(records, want.blockCount, paths.map);
       const end = OVERLAY_HEADER_SIZE + validBytes;
       if (end !== size) {
-        // A torn append: those blocks were never acknowledged by a FLUSH.
+        // A torn append (scanMap refused anything else): those blocks were never acknowledged by a FLUSH.
         await namingFile(paths.map, map.truncate(end));
         await namingFile(paths.map, map.datasync());
       }

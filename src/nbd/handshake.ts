@@ -165,6 +165,8 @@ export async function negotiate(
       const device = provider.open(name);
       // EXPORT_NAME has no way to report an error: closing is the only answer.
       if (!device) return { ended: 'dropped', reason: `EXPORT_NAME: unknown export ${JSON.stringify(name)}` };
+      const unusable = await notReady(device);
+      if (unusable) return { ended: 'dropped', reason: `EXPORT_NAME: export ${JSON.stringify(name)} is not available: ${unusable}` };
       const flags = transmissionFlags(device, structuredReplies);
       const reply = Buffer.alloc(10 + (noZeroes ? 0 : 124));
       reply.writeBigUInt64BE(BigInt(device.size), 0);
@@ -223,6 +225,12 @@ export async function negotiate(
             send(optionError(option, REP.ERR_UNKNOWN, `unknown export ${JSON.stringify(name)}`));
             break;
           }
+          const unusable = await notReady(device);
+          if (unusable) {
+            opts.log(`${option === OPT.GO ? 'GO' : 'INFO'}: export ${JSON.stringify(name)} is not available: ${unusable}`);
+            send(optionError(option, REP.ERR_UNKNOWN, `export ${JSON.stringify(name)} is not available: ${unusable}`));
+            break;
+          }
           const flags = transmissionFlags(device, structuredReplies);
           send(Buffer.concat([...infoReplies(option, name, device, flags, requests), optionReply(option, REP.ACK)]));
           if (option === OPT.GO) {
@@ -277,6 +285,16 @@ export async function negotiate(
       if (!(err instanceof BadOption)) throw err;
       send(optionError(option, REP.ERR_INVALID, err.message));
     }
+  }
+}
+
+/** Why a device cannot be opened now (BlockDevice.ready), or undefined. */
+async function notReady(device: BlockDevice): Promise<string | undefined> {
+  try {
+    await device.ready?.();
+    return undefined;
+  } catch (err) {
+    return (err as Error)?.message ?? String(err);
   }
 }
 

@@ -132,6 +132,10 @@ class CloneDevice implements BlockDevice {
   get preferredBlockSize(): number {
     return this.cluster.volume.blockSize;
   }
+  /** Its overlays open in the workers: a damaged one refuses the export at GO, not every I/O after it. */
+  ready(): Promise<void> {
+    return this.cluster.clones.check(this.name);
+  }
   read(offset: number, length: number): Promise<Buffer> {
     return asBlockError(this.cluster.clones.read(this.name, offset, length));
   }

@@ -10,7 +10,8 @@ import type { Volume } from '../manifest/layout.js';
 import { IntegrityError, UsageError } from '../errors.js';
 import { readRecordSync, writeRecord } from '../formats/record-json.js';
 import { fsyncDir } from '../formats/atomic.js';
-import { createOverlay, overlayUsedBytes, resetOverlayFiles } from '../formats/overlay.js';
+import { createOverlay, overlayUsedBytes, resetOverlayFiles, type OverlayHeader } from '../formats/overlay.js';
+import { repairMap, type MapRepair } from '../formats/overlay-repair.js';
 import { mkdirPrivate, chmodPrivateDir } from './private.js';
 import { CLONE_DEL_SUFFIX, CLONE_NEW_SUFFIX, cloneDir, cloneRecordFile, clonesDir, overlayFiles } from './layout.js';
 
@@ -137,16 +138,33 @@ export async function removeClone(storeDir: string, name: string): Promise<void>
   await fs.promises.rm(del, { recursive: true, force: true });
 }
 
+/** What the headers of a clone's overlay of one partition say. */
+function overlayHeader(volume: Volume, rec: CloneRecord, p: Volume['partitions'][number]): OverlayHeader {
+  return { partitionId: p.id, blockSize: volume.blockSize, blockCount: p.length / volume.blockSize, snapshotId: rec.snapshot.id, fingerprint: volume.fingerprint };
+}
+
 /** Empty a clone that no worker has open (offline reset), with fresh headers (a damaged one is replaced). */
 export async function resetCloneFiles(storeDir: string, volume: Volume, rec: CloneRecord): Promise<void> {
   const dir = cloneDir(storeDir, rec.name);
+  for (const p of volume.partitions) await resetOverlayFiles(overlayFiles(dir, p.id), overlayHeader(volume, rec, p));
+}
+
+/**
+ * Drop the bad records of a clone's damaged maps (no worker may have them
+ * open: the caller holds the store lock). Every map is checked before any is
+ * changed, so a damaged header (reset is its repair) changes nothing.
+ */
+export async function repairCloneMaps(storeDir: string, volume: Volume, rec: CloneRecord, o: { dryRun: boolean }): Promise<{ partition: string; repair: MapRepair }[]> {
+  const dir = cloneDir(storeDir, rec.name);
+  const out: { partition: string; repair: MapRepair }[] = [];
   for (const p of volume.partitions) {
-    await resetOverlayFiles(overlayFiles(dir, p.id), {
-      partitionId: p.id,
-      blockSize: volume.blockSize,
-      blockCount: p.length / volume.blockSize,
-      snapshotId: rec.snapshot.id,
-      fingerprint: volume.fingerprint,
-    });
+    const repair = await repairMap(overlayFiles(dir, p.id).map, overlayHeader(volume, rec, p), { dryRun: true });
+    if (repair) out.push({ partition: p.id, repair });
   }
+  if (o.dryRun) return out;
+  for (const x of out) {
+    const p = volume.partitions.find((q) => q.id === x.partition)!;
+    x.repair = (await repairMap(x.repair.file, overlayHeader(volume, rec, p), { dryRun: false }))!;
+  }
+  return out;
 }

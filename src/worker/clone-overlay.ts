@@ -269,12 +269,19 @@ export class WorkerClones {
     await Promise.all(parts.map(async (p) => (await p).checkpoint()));
   }
 
+  /** Open every overlay of the clone here (kept open for its I/O); a damaged one fails as at its first I/O. */
+  async check(handle: number): Promise<void> {
+    if (!this.specs.has(handle)) throw new OperationError(`clone handle ${handle} is not open (the clone was deleted)`);
+    for (const e of this.engines()) await this.part(handle, e.spec.index);
+  }
+
   async reset(handle: number): Promise<void> {
     const spec = this.specs.get(handle);
     if (!spec) throw new OperationError(`clone handle ${handle} is not open (the clone was deleted)`);
     for (const e of this.engines()) {
-      const p = this.open.get(this.key(handle, e.spec.index));
-      if (p) await (await p).reset();
+      // An open that failed (a damaged overlay, say) or fails meanwhile: reset the files, which repairs them.
+      const part = await this.open.get(this.key(handle, e.spec.index))?.catch(() => undefined);
+      if (part) await part.reset();
       else await resetOverlayFiles(overlayFiles(spec.dir, e.spec.id), this.header(spec, e));
     }
   }

@@ -31,6 +31,7 @@ import { verifyPartitions } from './verify.js';
 import { WorkerClones } from './clone-overlay.js';
 import { cloneIo } from './clone-io.js';
 import { isZero } from './zero-check.js';
+import { syncOutput, writeOutput } from './export-output.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
 import { readState, writeState, recordCut, type PartitionState } from '../store/partition-state.js';
@@ -244,6 +245,7 @@ class Worker {
     },
     cloneOpen: async (req) => (this.clones.add(req.clone), null),
     cloneReset: async (req) => (await this.clones.reset(req.handle), null),
+    cloneCheck: async (req) => (await this.clones.check(req.handle), null),
     cloneClose: async (req) => (await this.clones.close(req.handle, false), null),
     close: async () => {
       await this.close();
@@ -264,10 +266,7 @@ class Worker {
     try {
       for (const t of targets) {
         let fh = outputs.get(t.output);
-        if (!fh) {
-          fh = await fs.promises.open(t.output, 'r+');
-          outputs.set(t.output, fh);
-        }
+        if (!fh) outputs.set(t.output, (fh = await fs.promises.open(t.output, 'r+')));
         const e = this.engine(t.partition);
         const chunk = 4 << 20;
         for (let off = 0; off < t.length; off += chunk) {
@@ -276,10 +275,10 @@ class Worker {
           bytes += n;
           progress.add(n);
           if (sparse && isZero(buf)) continue;
-          await namingFile(t.output, fh.write(buf, 0, n, t.outputOffset + off));
+          await writeOutput(fh, t.output, buf, n, t.outputOffset + off);
         }
       }
-      for (const [file, fh] of outputs) await namingFile(file, fh.datasync());
+      for (const [file, fh] of outputs) await syncOutput(fh, file);
     } finally {
       for (const [file, fh] of outputs) await namingFile(file, fh.close());
     }

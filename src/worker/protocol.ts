@@ -155,6 +155,8 @@ export interface ControlRequests {
   cloneOpen: { t: 'cloneOpen'; clone: CloneSpec };
   /** Drain the clone's I/O and empty its overlays (clone reset). */
   cloneReset: { t: 'cloneReset'; handle: number };
+  /** Open the clone's overlays of every partition here now (NBD_OPT_GO of its export): fails as its I/O would. */
+  cloneCheck: { t: 'cloneCheck'; handle: number };
   /** Drain the clone's I/O and close its overlays; later I/O on the handle fails (clone delete). */
   cloneClose: { t: 'cloneClose'; handle: number };
   close: { t: 'close' };
@@ -177,6 +179,7 @@ export interface ControlReplies {
   verify: { problems: VerifyProblem[]; bytesRead: number };
   cloneOpen: null;
   cloneReset: null;
+  cloneCheck: null;
   cloneClose: null;
   close: null;
 }

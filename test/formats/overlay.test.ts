@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from '../helpers/cli.js';
+import { repairMap } from '../../src/formats/overlay-repair.js';
 import { IntegrityError } from '../../src/errors.js';
 import {
   MAP_RECORD_SIZE,
@@ -30,8 +31,16 @@ test('scanMap: valid records, a torn tail is cut, damage before valid records is
   // A partial trailing record and a zeroed one are a torn append.
   assert.deepEqual(scanMap(Buffer.concat([recs, Buffer.alloc(7)]), 64, 'm').validBytes, 48);
   assert.deepEqual(scanMap(Buffer.concat([recs, Buffer.alloc(MAP_RECORD_SIZE)]), 64, 'm').validBytes, 48);
-  // Out of range is invalid.
-  assert.deepEqual(scanMap(encodeMapRecord(64), 64, 'm').blocks, []);
+  // Out of range is invalid; with a valid crc it is a whole record a torn append cannot leave: refused, not cut.
+  assert.throws(() => scanMap(encodeMapRecord(64), 64, 'm.ovm'), (e: Error) => e instanceof IntegrityError && /m\.ovm at offset 4096: map record: block 64 is past the partition's 64 blocks in a whole record with the record magic/.test(e.message));
+  // The record magic with a bad crc at the tail: refused, naming the offset and the block field.
+  const crc = Buffer.from(recs);
+  crc[2 * MAP_RECORD_SIZE + 4] ^= 1;
+  assert.throws(() => scanMap(crc, 64, 'm.ovm'), (e: Error) => e instanceof IntegrityError && /m\.ovm at offset 4128: map record: record crc mismatch \(its block field says 63\).*vsnap clone repair/.test(e.message));
+  // Behind a zeroed record (a sector of the append that never landed), the same.
+  assert.throws(() => scanMap(Buffer.concat([recs, Buffer.alloc(MAP_RECORD_SIZE), crc.subarray(32)]), 64, 'm.ovm'), /at offset 4160: map record: record crc mismatch/);
+  // Foreign bytes (no record magic) at the tail are still a torn append.
+  assert.equal(scanMap(Buffer.concat([recs, Buffer.alloc(MAP_RECORD_SIZE, 0xa5)]), 64, 'm').validBytes, 48);
   // A flipped bit in record 1 with record 2 still valid: damage, named by offset.
   const bad = Buffer.from(recs);
   bad[MAP_RECORD_SIZE + 9] ^= 1;
@@ -101,6 +110,35 @@ test('overlay files: create, write, map only what is appended, reopen, torn tail
     o = await OverlayFile.open(p, H);
     assert.equal(o.mapped.size, 0);
     await o.close();
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('repairMap: drops only the invalid records (keeping valid ones after them), dry run changes nothing, a damaged header is refused', async () => {
+  const t = tmpdir();
+  try {
+    const p = paths(t.dir);
+    await createOverlay(p, H);
+    const hdr = fs.readFileSync(p.map);
+    const badCrc = encodeMapRecord(9);
+    badCrc[4] ^= 1;
+    // [1] [zeros] [crc-bad 9] [5] [partial]
+    const file = Buffer.concat([hdr, encodeMapRecord(1), Buffer.alloc(MAP_RECORD_SIZE), badCrc, encodeMapRecord(5), Buffer.alloc(3, 0xee)]);
+    fs.writeFileSync(p.map, file);
+    await assert.rejects(OverlayFile.open(p, H), IntegrityError);
+    const dry = (await repairMap(p.map, H, { dryRun: true }))!;
+    assert.deepEqual(dry.dropped.map((d) => [d.offset, d.block]), [[4112, 0n], [4128, 9n]]);
+    assert.deepEqual([dry.kept, dry.tornBytes, dry.sizeBefore, dry.sizeAfter], [1, 3, file.length, OVERLAY_HEADER_SIZE + 32]);
+    assert.ok(fs.readFileSync(p.map).equals(file), 'a dry run changed the map');
+    await repairMap(p.map, H, { dryRun: false });
+    assert.ok(fs.readFileSync(p.map).equals(Buffer.concat([hdr, encodeMapRecord(1), encodeMapRecord(5)])));
+    const o = await OverlayFile.open(p, H);
+    assert.deepEqual([o.mapped.has(1), o.mapped.has(5), o.mapped.has(9)], [true, true, false]);
+    await o.close();
+    assert.equal(await repairMap(p.map, H, { dryRun: false }), undefined, 'nothing left to repair');
+    fs.writeFileSync(p.map, Buffer.concat([Buffer.from('garbage!'), hdr.subarray(8)]));
+    await assert.rejects(repairMap(p.map, H, { dryRun: true }), (e: Error) => e instanceof IntegrityError && /bad magic.*vsnap clone reset is the repair/.test(e.message));
   } finally {
     t.cleanup();
   }
