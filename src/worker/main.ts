@@ -38,6 +38,7 @@ import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
 import { parentLink } from '../transport/process.js';
 import { joinChunks } from '../transport/chunks.js';
+import { restorePartitions } from './restore.js';
 
 const link = parentLink<WorkerMessage, ControlRequestWithId>();
 
@@ -200,16 +201,11 @@ class Worker {
     },
     restore: (req) => {
       const run = async () => {
-        const out: ControlReplies['restore'] = { restoredBytes: 0, partitions: [] };
         const progress = throttledProgress(req.reqId);
-        for (const e of this.engines.values()) {
-          if (!req.partitions.includes(e.spec.index)) continue;
-          const r = await e.restore(req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
-          out.restoredBytes += r.bytes;
-          out.partitions.push(r);
-        }
+        const chosen = [...this.engines.values()].filter((e) => req.partitions.includes(e.spec.index));
+        const partitions = await restorePartitions(chosen, req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
         progress.flush();
-        return out;
+        return { restoredBytes: partitions.reduce((a, p) => a + p.bytes, 0), partitions };
       };
       // A restore of the newest snapshot cuts its logs, so CLOSE must wait for
       // it (the lengths it records would be wrong); it holds the gate itself and
