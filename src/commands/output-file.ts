@@ -54,7 +54,25 @@ export function beginOutput(final: string, size: number): Output {
   return { final, writing, untrack };
 }
 
-/** The copy is synced (each worker datasyncs its outputs); rename every output into place, then sync the directories. */
+/**
+ * fdatasync every output once, after all of its copy (the workers wrote it
+ * without syncing: one sync of the whole file, not one per round). Any
+ * descriptor's sync writes back the file's dirty pages, whoever wrote them.
+ */
+export async function syncOutputs(outputs: Output[]): Promise<void> {
+  await Promise.all(
+    outputs.map(async (o) => {
+      const fh = await namingFile(o.writing, fs.promises.open(o.writing, 'r+'));
+      try {
+        await namingFile(o.writing, fh.datasync());
+      } finally {
+        await fh.close().catch(() => undefined);
+      }
+    }),
+  );
+}
+
+/** The copy is synced (syncOutputs, or each worker datasynced its outputs); rename every output into place, then sync the directories. */
 export async function finishOutputs(outputs: Output[]): Promise<void> {
   const dirs = new Set<string>();
   for (const o of outputs) {
