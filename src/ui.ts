@@ -135,9 +135,11 @@ export function progress(label: string): Progress {
   timer.unref();
   return {
     update(done: number, total: number) {
+      const newTotal = total !== cur.total;
       cur = { done, total };
-      // The last update is always drawn: a bar must be seen to reach 100%.
-      draw(total > 0 && done >= total);
+      // The last update is always drawn: a bar must be seen to reach 100%; and
+      // the first with a new total, so the bar is seen to start from 0%.
+      draw((total > 0 && done >= total) || newTotal);
     },
     phase(l: string) {
       // The rate is per phase: reading stdin and writing run at different speeds.

@@ -8,6 +8,10 @@
 // failed export leaves the old file (or none), never a full-size wrong one.
 // The copy runs in rounds of at most ROUND bytes per worker, so a Ctrl-C
 // stops it between rounds, within about a second, with the workers idle.
+// The workers do not sync the outputs; each output is fdatasynced once, after
+// the last round (progress counts bytes copied; then the "syncing" phase).
+// Zero pieces are left as holes only in a fresh file: a device written in
+// place gets every byte (its old contents are not zeros).
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
@@ -16,7 +20,7 @@ import type { ExportTarget } from '../worker/protocol.js';
 import { mergeRanges } from '../volume-map.js';
 import { withCluster } from '../session.js';
 import { throwIfInterrupted } from '../interrupt.js';
-import { beginOutput, finishOutputs, abandonOutputs, namedAfterOutput, type Output } from './output-file.js';
+import { beginOutput, finishOutputs, abandonOutputs, syncOutputs, namedAfterOutput, type Output } from './output-file.js';
 import { checkOutput, checkOutputPath } from './io.js';
 
 /** Bytes per worker per round: about 0.2-0.5 s of copying here, so Ctrl-C is prompt. */
@@ -33,7 +37,7 @@ export interface ExportOptions {
   output?: string;
   split?: string;
   force?: boolean;
-  /** Bytes copied (each round is synced before the next starts). */
+  /** Bytes copied (synced once, after the copy: the "syncing" phase). */
   onProgress?: (bytes: number) => void;
   onTotal?: (bytes: number) => void;
   /** A phase after the copy (syncing, renaming). */
@@ -72,11 +76,16 @@ export async function exportCmd(manifest: string, ref: string, o: ExportOptions)
     const label = snap ? { id: snap.id, name: snap.name } : ('live' as const);
     const result: ExportResult = { snapshot: label, output: o.output ?? o.split!, bytes: 0 };
     const outputs: Output[] = [];
-    const copy = async (targets: ExportTarget[], sparse = true): Promise<number> => {
+    // A fresh file (written under a temporary name) reads its holes as zeros; a device does not.
+    const isFresh = (file: string) => outputs.some((out) => out.writing === file && out.sparse);
+    const copy = async (targets: ExportTarget[]): Promise<number> => {
       let bytes = 0;
       for (const round of planRounds(targets, (t) => volume.partitions[t.partition].worker)) {
         throwIfInterrupted();
-        bytes += await cluster.exportTo(view, round, sparse, o.onProgress);
+        const sparse = round.filter((t) => isFresh(t.output));
+        const dense = round.filter((t) => !isFresh(t.output));
+        if (sparse.length) bytes += await cluster.exportTo(view, sparse, true, o.onProgress, false);
+        if (dense.length) bytes += await cluster.exportTo(view, dense, false, o.onProgress, false);
       }
       throwIfInterrupted();
       return bytes;
@@ -90,10 +99,11 @@ export async function exportCmd(manifest: string, ref: string, o: ExportOptions)
         const out = beginOutput(o.output, volume.size);
         outputs.push(out);
         const targets: ExportTarget[] = volume.partitions.map((p) => ({ partition: p.index, partOffset: 0, length: p.length, output: out.writing, outputOffset: p.volumeOffset }));
-        result.bytes = await copy(targets, out.sparse);
+        result.bytes = await copy(targets);
       }
       if (o.split) result.files = await exportSplit(o, volume, manifest, outputs, copy, (b) => (result.bytes = o.output ? result.bytes : b));
       o.onPhase?.('syncing');
+      await syncOutputs(outputs);
       await finishOutputs(outputs);
     } catch (err) {
       abandonOutputs(outputs); // failed or interrupted: no partial output stays behind
@@ -153,7 +163,7 @@ async function exportSplit(o: ExportOptions, volume: import('../manifest/layout.
           if (!buf.subarray(0, n).every((x) => x === 0)) fs.writeSync(fd, buf, 0, n, g.offset + off);
         }
       }
-      fs.fsyncSync(fd);
+      // Synced with the rest of the file, once, by syncOutputs.
     } finally {
       fs.closeSync(src);
       fs.closeSync(fd);

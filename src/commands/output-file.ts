@@ -60,7 +60,32 @@ export function beginOutput(final: string, size: number): Output {
   return { final, writing, untrack, sparse: true };
 }
 
-/** The copy is synced (each worker datasyncs its outputs); rename every output into place, then sync the directories. */
+/**
+ * fdatasync every output once, after all of its copy (the workers wrote it
+ * without syncing: one sync of the whole file, not one per round). Any
+ * descriptor's sync writes back the file's dirty pages, whoever wrote them.
+ */
+export async function syncOutputs(outputs: Output[]): Promise<void> {
+  await Promise.all(
+    outputs.map(async (o) => {
+      const fh = await namingFile(o.writing, fs.promises.open(o.writing, 'r+'));
+      try {
+        // A character device such as /dev/null has nothing to sync (EINVAL,
+        // never said of a regular file): not a failure of the export.
+        await namingFile(
+          o.writing,
+          fh.datasync().catch((err: NodeJS.ErrnoException) => {
+            if (o.sparse || err.code !== 'EINVAL') throw err;
+          }),
+        );
+      } finally {
+        await fh.close().catch(() => undefined);
+      }
+    }),
+  );
+}
+
+/** The copy is synced (syncOutputs, or each worker datasynced its outputs); rename every output into place, then sync the directories. */
 export async function finishOutputs(outputs: Output[]): Promise<void> {
   const dirs = new Set<string>();
   for (const o of outputs) {

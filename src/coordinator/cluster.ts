@@ -374,11 +374,11 @@ export class Cluster {
   }
 
   /** Each worker copies its pieces straight into the outputs; the coordinator moves no data. */
-  async exportTo(view: number, targets: ExportTarget[], sparse: boolean, onProgress?: (bytes: number) => void): Promise<number> {
+  async exportTo(view: number, targets: ExportTarget[], sparse: boolean, onProgress?: (bytes: number) => void, sync?: boolean): Promise<number> {
     if (view !== 0) this.store.checkChain(view);
     const results = await this.all((h) =>
       h.control(
-        { t: 'export', view, sparse, targets: targets.filter((t) => this.volume.partitions[t.partition].worker === h.index) },
+        { t: 'export', view, sparse, sync, targets: targets.filter((t) => this.volume.partitions[t.partition].worker === h.index) },
         onProgress,
       ),
     );

@@ -3,6 +3,7 @@
 //   codec.ts     byte layout, geometry, header and record encoding and checks (pure)
 //   recovery.ts  the open-time scan and torn-tail rules, verify's record pass
 //   log.ts       the ChangeLog class: open/create, reads, batched appends, merge, verify
+//   slots.ts     many records per read, in slot order, crc-checked (restore)
 // Importers outside the folder use this module.
 export { ChangeLog } from './changelog/log.js';
 export {
@@ -25,3 +26,4 @@ export {
   type ChangeLogRecord,
   type VerifyResult,
 } from './changelog/codec.js';
+export { readCheckedSlots, type CheckedSlots, type SlotReadableLog } from './changelog/slots.js';

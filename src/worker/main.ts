@@ -2,9 +2,8 @@
 // Control requests and data frames arrive on the link to the coordinator
 // (src/transport/: IPC plus fd 4 when forked, stdin/stdout with --stdio).
 // Only this process opens its partitions' extents and change logs.
-import fs from 'node:fs';
 import path from 'node:path';
-import { IntegrityError, namingFile, serializeError } from '../errors.js';
+import { IntegrityError, serializeError } from '../errors.js';
 import { ChangeLog } from '../formats/changelog.js';
 import {
   DataOp,
@@ -22,7 +21,6 @@ import {
   type WorkerMessage,
   type ExportTarget,
 } from './protocol.js';
-import type { FileHandle } from 'node:fs/promises';
 import { PartitionEngine } from './partition.js';
 import { changedRuns } from './changed-range.js';
 import { zeroRange, trimRange } from './zeroing.js';
@@ -30,8 +28,6 @@ import { allocation } from './allocation.js';
 import { verifyPartitions } from './verify.js';
 import { WorkerClones } from './clone-overlay.js';
 import { cloneIo } from './clone-io.js';
-import { isZero } from './zero-check.js';
-import { syncOutput, writeOutput } from './export-output.js';
 import { HandleCache } from './extent-io.js';
 import { WriteGate } from '../gate.js';
 import { readState, writeState, recordCut, type PartitionState } from '../store/partition-state.js';
@@ -39,6 +35,8 @@ import { changeLogFile, snapshotDir } from '../store/layout.js';
 import { leftBehind } from '../io/own-writes.js';
 import { parentLink } from '../transport/process.js';
 import { joinChunks } from '../transport/chunks.js';
+import { restorePartitions } from './restore.js';
+import { exportPieces } from './export.js';
 
 const link = parentLink<WorkerMessage, ControlRequestWithId>();
 
@@ -201,16 +199,11 @@ class Worker {
     },
     restore: (req) => {
       const run = async () => {
-        const out: ControlReplies['restore'] = { restoredBytes: 0, partitions: [] };
         const progress = throttledProgress(req.reqId);
-        for (const e of this.engines.values()) {
-          if (!req.partitions.includes(e.spec.index)) continue;
-          const r = await e.restore(req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
-          out.restoredBytes += r.bytes;
-          out.partitions.push(r);
-        }
+        const chosen = [...this.engines.values()].filter((e) => req.partitions.includes(e.spec.index));
+        const partitions = await restorePartitions(chosen, req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
         progress.flush();
-        return out;
+        return { restoredBytes: partitions.reduce((a, p) => a + p.bytes, 0), partitions };
       };
       // A restore of the newest snapshot cuts its logs, so CLOSE must wait for
       // it (the lengths it records would be wrong); it holds the gate itself and
@@ -225,7 +218,12 @@ class Worker {
       return out;
     },
     changedRange: async (req) => changedRuns(this.engine(req.partition), req),
-    export: (req) => this.exportTo(req.view, req.targets, req.sparse, throttledProgress(req.reqId)),
+    export: async (req) => {
+      const progress = throttledProgress(req.reqId);
+      const r = await exportPieces((i) => this.engine(i), req.targets, { view: req.view, sparse: req.sparse, sync: req.sync, onBytes: progress.add });
+      progress.flush();
+      return r;
+    },
     status: async () => ({
       pid: process.pid,
       rss: process.memoryUsage().rss,
@@ -257,33 +255,6 @@ class Worker {
     const handler = this.handlers[req.t as K] as ((r: typeof req) => Promise<ControlReplies[K]>) | undefined;
     if (!handler) return Promise.reject(new Error(`unknown control request ${JSON.stringify(req.t)}`));
     return handler(req);
-  }
-
-  /** Copy the view into output files; all-zero chunks are left as holes (as qemu-img convert -S does). */
-  async exportTo(view: number, targets: ExportTarget[], sparse: boolean, progress: ReturnType<typeof throttledProgress>): Promise<{ bytes: number }> {
-    const outputs = new Map<string, FileHandle>();
-    let bytes = 0;
-    try {
-      for (const t of targets) {
-        let fh = outputs.get(t.output);
-        if (!fh) outputs.set(t.output, (fh = await fs.promises.open(t.output, 'r+')));
-        const e = this.engine(t.partition);
-        const chunk = 4 << 20;
-        for (let off = 0; off < t.length; off += chunk) {
-          const n = Math.min(chunk, t.length - off);
-          const buf = await e.read(view, t.partOffset + off, n);
-          bytes += n;
-          progress.add(n);
-          if (sparse && isZero(buf)) continue;
-          await writeOutput(fh, t.output, buf, n, t.outputOffset + off);
-        }
-      }
-      for (const [file, fh] of outputs) await syncOutput(fh, file);
-    } finally {
-      for (const [file, fh] of outputs) await namingFile(file, fh.close());
-    }
-    progress.flush();
-    return { bytes };
   }
 
   /**

@@ -21,7 +21,6 @@ import { WriteGate } from '../gate.js';
 import { chunksLength, type Chunks } from '../transport/chunks.js';
 import { identities } from '../store/backing.js';
 import { maybeFault } from '../faults.js';
-import { restorePartition, type RestoreOptions, type RestoredPartition } from './restore.js';
 import { changeLogFile, changeLogName, partitionSnapshotFile, partitionSnapshotName } from '../store/layout.js';
 
 export interface LogEntry {
@@ -356,11 +355,6 @@ export class PartitionEngine {
       if (!before.equals(after)) out.push(b);
     }
     return out;
-  }
-
-  /** Restore S_id, or with dryRun only say what it would write (restore.ts). */
-  restore(id: number, o: RestoreOptions = {}): Promise<RestoredPartition> {
-    return restorePartition(this, id, o);
   }
 
   async closeLogs(): Promise<void> {

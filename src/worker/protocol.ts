@@ -148,7 +148,8 @@ export interface ControlRequests {
   changed: { t: 'changed'; from: number; to: number | null; exact: boolean };
   /** Changed blocks of one partition range, bounded (NBD qemu:dirty-bitmap contexts). */
   changedRange: { t: 'changedRange'; partition: number } & ChangedRangeQuery;
-  export: { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean };
+  /** sync: false, the caller fdatasyncs the outputs itself (worker/export.ts). */
+  export: { t: 'export'; view: number; targets: ExportTarget[]; sparse: boolean; sync?: boolean };
   status: { t: 'status' };
   verify: VerifyRequest;
   /** Know a clone (idempotent); its overlays open at its first I/O. */
