@@ -90,6 +90,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setLock", NULL, set_lock, NULL, NULL, NULL, napi_default, NULL},
       {"testLock", NULL, test_lock, NULL, NULL, NULL, napi_default, NULL},
       {"setSocketBuffers", NULL, set_socket_buffers, NULL, NULL, NULL, napi_default, NULL},
+      {"getSocketBuffers", NULL, get_socket_buffers, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

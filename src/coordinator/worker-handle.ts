@@ -110,7 +110,7 @@ export class WorkerHandle {
     return new Promise((resolve, reject) => {
       this.io.set(reqId, { resolve, reject });
       // Header and payload leave in one writev instead of two writes.
-      this.proc.link.sendFrame(encodeRequest({ ...r, reqId }));
+      this.proc.link.sendFrame(encodeRequest(r, reqId));
     });
   }
 

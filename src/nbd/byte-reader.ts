@@ -4,7 +4,7 @@
 // enough is buffered, which is how a slow device holds back a fast client.
 
 import type { Socket } from 'node:net';
-import { takeChunks } from '../transport/chunks.js';
+import { ChunkQueue } from '../transport/chunk-queue.js';
 
 /** The stream ended (or was cancelled) before the requested bytes arrived. */
 export class EndOfStream extends Error {
@@ -20,8 +20,7 @@ export class EndOfStream extends Error {
 const HIGH_WATER = 1024 * 1024;
 
 export class ByteReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ChunkQueue();
   private ended = false;
   /** cancel() was called: bytes already buffered are not handed out either. */
   private cancelled = false;
@@ -30,9 +29,8 @@ export class ByteReader {
 
   constructor(private readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      if (this.buffered >= Math.max(this.wanted, HIGH_WATER)) socket.pause();
+      this.queue.push(chunk);
+      if (this.queue.length >= Math.max(this.wanted, HIGH_WATER)) socket.pause();
       this.notify();
     });
     const end = () => {
@@ -50,8 +48,7 @@ export class ByteReader {
   cancel(): void {
     this.ended = true;
     this.cancelled = true;
-    this.chunks = [];
-    this.buffered = 0;
+    this.queue.clear();
     this.notify();
   }
 
@@ -62,7 +59,16 @@ export class ByteReader {
   /** Exactly n bytes, or EndOfStream. */
   async read(n: number): Promise<Buffer> {
     await this.fill(n, n);
-    return this.take(n);
+    return this.consumed(n, this.queue.take(n));
+  }
+
+  /**
+   * Exactly n bytes if they are buffered already, else undefined (then
+   * read()): the request loop's fast path, without a promise per header.
+   */
+  readNow(n: number): Buffer | undefined {
+    if (this.cancelled || this.queue.length < n) return undefined;
+    return this.consumed(n, this.queue.take(n));
   }
 
   /**
@@ -72,9 +78,13 @@ export class ByteReader {
    */
   async readChunks(n: number): Promise<Buffer[]> {
     await this.fill(n, n);
-    const parts = takeChunks(this.chunks, n);
-    this.consumed(n);
-    return parts;
+    return this.consumed(n, this.queue.takeParts(n));
+  }
+
+  /** readChunks() when the n bytes are buffered already, else undefined. */
+  readChunksNow(n: number): Buffer[] | undefined {
+    if (this.cancelled || this.queue.length < n) return undefined;
+    return this.consumed(n, this.queue.takeParts(n));
   }
 
   /** Consume n bytes without keeping them (a rejected WRITE's payload), in bounded steps. */
@@ -83,15 +93,16 @@ export class ByteReader {
     while (left > 0) {
       const step = Math.min(left, HIGH_WATER);
       await this.fill(step, n - left + step);
-      this.take(step);
+      this.queue.drop(step);
+      this.consumed(step, undefined);
       left -= step;
     }
   }
 
   private async fill(n: number, partialIfEnded: number): Promise<void> {
     if (this.cancelled) throw new EndOfStream(0);
-    while (this.buffered < n) {
-      if (this.ended) throw new EndOfStream(this.buffered + partialIfEnded - n);
+    while (this.queue.length < n) {
+      if (this.ended) throw new EndOfStream(this.queue.length + partialIfEnded - n);
       this.wanted = n;
       this.socket.resume();
       await new Promise<void>((resolve) => (this.wake = resolve));
@@ -99,33 +110,10 @@ export class ByteReader {
     this.wanted = 0;
   }
 
-  private take(n: number): Buffer {
-    let out: Buffer;
-    const first = this.chunks[0];
-    if (n === 0) return Buffer.alloc(0);
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let at = 0;
-      while (at < n) {
-        const c = this.chunks[0];
-        const use = Math.min(c.length, n - at);
-        c.copy(out, at, 0, use);
-        at += use;
-        if (use === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(use);
-      }
-    }
-    this.consumed(n);
+  /** n bytes were handed out (as `out`): below the high-water mark the socket may read again. */
+  private consumed<T>(n: number, out: T): T {
+    if (n > 0 && this.queue.length < HIGH_WATER && !this.ended) this.socket.resume();
     return out;
-  }
-
-  private consumed(n: number): void {
-    this.buffered -= n;
-    if (this.buffered < HIGH_WATER && !this.ended) this.socket.resume();
   }
 
   private notify(): void {

@@ -105,11 +105,13 @@ export class Transmission {
 
   private async loop(): Promise<TransmissionEnd> {
     for (;;) {
-      await this.admit();
+      // The checks and reads below answer at once when they can (no promise
+      // per request); they wait only when the client or the budget is behind.
+      if (!this.admitted()) await this.admit();
       if (this.stopping || this.socket.destroyed) return 'stopped';
       let req: Request | undefined;
       try {
-        req = parseRequest(await this.reader.read(REQUEST_HEADER_LENGTH));
+        req = parseRequest(this.reader.readNow(REQUEST_HEADER_LENGTH) ?? (await this.reader.read(REQUEST_HEADER_LENGTH)));
       } catch (err) {
         return this.ended(err, 'request header');
       }
@@ -121,7 +123,7 @@ export class Transmission {
 
       const verdict = checkRequest(req, this.state);
       const cost = verdict.ok ? this.costOf(req) : 0;
-      if (cost > 0 && !(await this.reserve(cost))) return 'stopped';
+      if (cost > 0 && !this.reserveNow(cost) && !(await this.reserve(cost))) return 'stopped';
       let payload: Buffer[] | undefined;
       if (req.type === CMD.WRITE) {
         if (!verdict.ok && req.length > MAX_PAYLOAD_ACCEPTED) {
@@ -133,7 +135,7 @@ export class Transmission {
         try {
           // A rejected WRITE still carries its payload; consuming it keeps the framing.
           // Kept as the socket's chunks: the worker link and the file take them as they are.
-          if (verdict.ok) payload = await this.reader.readChunks(req.length);
+          if (verdict.ok) payload = this.reader.readChunksNow(req.length) ?? (await this.reader.readChunks(req.length));
           else await this.reader.skip(req.length);
         } catch (err) {
           if (cost > 0) this.ledger.done(cost);
@@ -163,14 +165,25 @@ export class Transmission {
     return 0;
   }
 
-  /** Wait until another request may be read: few enough in flight, and the client taking its replies. */
+  /** Another request may be read now: few enough in flight, and the client taking its replies. */
+  private admitted(): boolean {
+    return this.inFlight < this.limits.maxRequestsPerConnection && this.out.backlog < this.limits.replyBytesPerConnection;
+  }
+
+  /** Wait until another request may be read (or the connection is stopping). */
   private async admit(): Promise<void> {
     for (;;) {
       if (this.stopping || this.socket.destroyed) return;
-      const busy = this.inFlight >= this.limits.maxRequestsPerConnection || this.out.backlog >= this.limits.replyBytesPerConnection;
-      if (!busy) return;
+      if (this.admitted()) return;
       await this.sleep();
     }
+  }
+
+  /** Reserve a request's bytes if both this connection's share and the server's have room now. */
+  private reserveNow(n: number): boolean {
+    if (this.stopping || this.socket.destroyed || !this.ledger.fits(n) || !this.shared.tryTake(n)) return false;
+    this.ledger.reserved(n);
+    return true;
   }
 
   /** Reserve a request's bytes, from this connection's share and then the server's; false if stopped meanwhile. */

@@ -2,7 +2,7 @@
 // total length as a u32 (little-endian), so a reader can split a stream
 // without knowing what the frames carry.
 
-import { takeChunks } from './chunks.js';
+import { ChunkQueue } from './chunk-queue.js';
 
 /**
  * Bytes of a frame guaranteed contiguous in its first part: the largest
@@ -19,37 +19,21 @@ export const FRAME_HEAD_BYTES = 32;
  * most those few bytes are ever copied, when a header straddles two reads.
  */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ChunkQueue();
   constructor(private readonly onFrame: (parts: Buffer[]) => void) {}
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    while (this.buffered >= 4) {
-      if (this.chunks[0].length < 4) this.coalesce(4);
-      const len = this.chunks[0].readUInt32LE(0);
+    const q = this.queue;
+    q.push(chunk);
+    while (q.length >= 4) {
+      if (q.contiguous < 4) q.gather(4);
+      const len = q.peekUInt32LE();
       if (len < 5) throw new Error(`corrupt frame length ${len} on the worker link`);
-      if (this.buffered < len) return;
-      const head = Math.min(len, FRAME_HEAD_BYTES);
-      if (this.chunks[0].length < head) this.coalesce(head);
-      this.buffered -= len;
-      this.onFrame(takeChunks(this.chunks, len));
+      if (q.length < len) return;
+      // A frame inside one read (the common case for small requests) is one
+      // view; a longer one keeps its payload in the reads it came in.
+      if (q.contiguous < len) q.gather(Math.min(len, FRAME_HEAD_BYTES));
+      this.onFrame(q.takeParts(len));
     }
-  }
-
-  /** Make the first chunk hold at least n bytes: copies only those n bytes (a header split across reads). */
-  private coalesce(n: number): void {
-    const head = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
-      const c = this.chunks[0];
-      const use = Math.min(c.length, n - at);
-      c.copy(head, at, 0, use);
-      at += use;
-      if (use === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(use);
-    }
-    this.chunks.unshift(head);
   }
 }

@@ -47,11 +47,14 @@ export function forkWorker<Out, In>(main: string, args: string[] = []): WorkerPr
   });
   const data = child.stdio[DATA_FD] as Socket;
   data.on('error', () => {});
-  // The link keeps the kernel's default buffer sizes. 4 MiB ones
-  // (io/socket-buffers.ts, kept for a later, sized use) cut the syscalls of
-  // 1 MiB frames but let workers push more replies into a coordinator whose
-  // clients do not read (test/serve/hostile.test.ts peaked 40 MiB higher in
-  // its second round) and cost 4 KiB writes ~5% (docs/performance.md).
+  // The link keeps the kernel's default buffer sizes. A 4 MiB send buffer
+  // at the coordinator alone (the write direction; on a unix stream socket
+  // only the sender's SO_SNDBUF bounds the bytes in flight) cut a 1 MiB
+  // write's coordinator syscalls ~41 -> ~24 and its RSS under deaf writers
+  // by ~100 MiB, but test/serve/hostile.test.ts then failed 3 in 5: its
+  // second-round bound is relative to the writers' peak, which hid a one-time
+  // ~32 MiB step in the second round of deaf readers that the default
+  // buffers show too (docs/performance.md, "The worker link ... (stop 17)").
   const ended = endedOf(child);
   return { pid: child.pid ?? 0, link: new IpcLink<Out, In>(child, data, ended), kill: () => child.kill('SIGKILL'), ended };
 }

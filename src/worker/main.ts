@@ -320,19 +320,19 @@ link.onMessage((req) => {
 
 link.onFrame((frame) => {
   const r = decodeRequestParts(frame);
-  // Socket reads hand out fresh buffers, so the payload's chunks can be kept
-  // without a copy: a live write reaches the file as one positional writev of them.
-  const parts = r.payloadParts;
+  // Socket reads hand out fresh buffers, so the payload (one view or a chunk list) is
+  // kept without a copy: a live write reaches the file as one positional write(v) of it.
+  const data = r.payload ?? r.payloadParts ?? [];
   let work: Promise<Buffer | undefined>;
   try {
     const e = worker.engine(r.partition);
-    if (r.clone) work = cloneIo(worker.clones, r, parts.length ? joinChunks(parts) : undefined);
+    if (r.clone) work = cloneIo(worker.clones, r, r.payload ?? (r.payloadParts ? joinChunks(r.payloadParts) : undefined));
     else switch (r.op) {
       case DataOp.Read:
         work = e.read(r.view, r.offset, r.length);
         break;
       case DataOp.Write:
-        work = e.write(r.offset, parts, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
+        work = e.write(r.offset, data, (r.flags & FLAG_FUA) !== 0).then(() => undefined);
         break;
       case DataOp.Zero:
         work = zeroRange(e, worker.handles, r.offset, r.length, (r.flags & FLAG_FUA) !== 0, { noHole: (r.flags & FLAG_NO_HOLE) !== 0, fast: (r.flags & FLAG_FAST) !== 0 }).then(() => undefined);

@@ -259,7 +259,8 @@ export interface DataRequest {
   payloadParts?: readonly Buffer[];
 }
 
-export function encodeRequest(r: DataRequest): Buffer[] {
+/** reqId: the request's id when `r` carries none (the caller's counter, without a copy of `r` per request). */
+export function encodeRequest(r: Omit<DataRequest, 'reqId'> & { reqId?: number }, reqId = r.reqId ?? 0): Buffer[] {
   const h = Buffer.allocUnsafe(REQ_HEADER);
   let payloadLen = r.payload ? r.payload.length : 0;
   if (r.payloadParts) for (const p of r.payloadParts) payloadLen += p.length;
@@ -267,7 +268,7 @@ export function encodeRequest(r: DataRequest): Buffer[] {
   h.writeUInt8(r.op, 4);
   h.writeUInt8(r.flags, 5);
   h.writeUInt16LE(r.partition, 6);
-  h.writeUInt32LE(r.reqId, 8);
+  h.writeUInt32LE(reqId, 8);
   h.writeUInt32LE(r.view, 12);
   h.writeDoubleLE(r.offset, 16);
   h.writeUInt32LE(r.length, 24);
@@ -292,14 +293,33 @@ export function decodeRequest(frame: Buffer): DataRequest {
 
 /**
  * A request frame as the link delivers it (frames.ts: the header is whole in
- * parts[0]); its payload as a chunk list of views, never joined here.
+ * parts[0]), read in place (no header view, no object spread: this runs per
+ * request). A frame that arrived in one read (every small request) carries
+ * its payload as one view in `payload`; a longer one as the chunk list of
+ * views in `payloadParts`, never joined here. At most one of them is set.
  */
-export function decodeRequestParts(parts: readonly Buffer[]): DataRequest & { payloadParts: Buffer[] } {
-  const r = decodeRequest(parts[0].subarray(0, REQ_HEADER));
-  const payloadParts: Buffer[] = [];
-  if (parts[0].length > REQ_HEADER) payloadParts.push(parts[0].subarray(REQ_HEADER));
-  for (let i = 1; i < parts.length; i++) payloadParts.push(parts[i]);
-  return { ...r, payloadParts };
+export function decodeRequestParts(parts: readonly Buffer[]): DataRequest {
+  const h = parts[0];
+  let payload: Buffer | undefined;
+  let payloadParts: Buffer[] | undefined;
+  if (parts.length === 1) {
+    if (h.length > REQ_HEADER) payload = h.subarray(REQ_HEADER);
+  } else {
+    payloadParts = h.length > REQ_HEADER ? [h.subarray(REQ_HEADER)] : [];
+    for (let i = 1; i < parts.length; i++) payloadParts.push(parts[i]);
+  }
+  return {
+    op: h.readUInt8(4) as DataOp,
+    flags: h.readUInt8(5),
+    partition: h.readUInt16LE(6),
+    reqId: h.readUInt32LE(8),
+    view: h.readUInt32LE(12),
+    offset: h.readDoubleLE(16),
+    length: h.readUInt32LE(24),
+    clone: h.readUInt32LE(28),
+    payload,
+    payloadParts,
+  };
 }
 
 export function encodeReply(reqId: number, ok: boolean, payload?: Buffer): Buffer[] {

@@ -8,7 +8,7 @@ import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { enlargeSocketBuffers, LINK_SOCKET_BUFFER } from '../../src/io/socket-buffers.js';
+import { enlargeSocketBuffers, LINK_SOCKET_BUFFER, setSocketBuffers, socketBuffers } from '../../src/io/socket-buffers.js';
 
 test('enlargeSocketBuffers: 0 on a socketpair end, ENOTSOCK on a regular file', async () => {
   // child_process makes its 'pipe' stdio from a unix socketpair, as for the data link.
@@ -30,6 +30,7 @@ test('enlargeSocketBuffers: 0 on a socketpair end, ENOTSOCK on a regular file', 
   }
   assert.equal(enlargeSocketBuffers(undefined), -1);
   assert.throws(() => enlargeSocketBuffers(0, 0), /positive size/);
+  assert.equal(socketBuffers(undefined), undefined);
 });
 
 test('a unix socket with enlarged buffers carries 8 MiB intact', async () => {
@@ -56,5 +57,21 @@ test('a unix socket with enlarged buffers carries 8 MiB intact', async () => {
   } finally {
     server.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('setSocketBuffers sizes one direction and leaves the other as it was', () => {
+  const child = spawn(process.execPath, ['-e', 'process.stdin.resume()'], { stdio: ['pipe', 'ignore', 'ignore'] });
+  try {
+    const fd = (child.stdin as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const before = socketBuffers(fd)!;
+    assert.equal(setSocketBuffers(fd, 1 << 20, 0), 0);
+    const after = socketBuffers(fd)!;
+    assert.equal(after.send, 2 << 20, 'the kernel reports twice what was asked');
+    assert.equal(after.receive, before.receive, 'receive untouched');
+    assert.equal(setSocketBuffers(fd, 0, 1 << 20), 0);
+    assert.deepEqual(socketBuffers(fd), { send: 2 << 20, receive: 2 << 20 });
+  } finally {
+    child.kill();
   }
 });
