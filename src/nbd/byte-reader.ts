@@ -20,7 +20,7 @@ export class EndOfStream extends Error {
 const HIGH_WATER = 1024 * 1024;
 
 export class ByteReader {
-  private readonly queue = new ChunkQueue();
+  private readonly queue = new ChunkQueue({ stageSmallReads: true }); // a client may trickle its bytes (chunk-queue.ts)
   private ended = false;
   /** cancel() was called: bytes already buffered are not handed out either. */
   private cancelled = false;

@@ -6,6 +6,18 @@
 
 const EMPTY = Buffer.alloc(0);
 
+/**
+ * Reads shorter than this are copied into a shared staging buffer instead of
+ * being kept as buffers of their own. Every buffer a socket read makes costs
+ * ~300 bytes of objects besides its data, so a client that trickles a
+ * 32 MiB WRITE payload one byte per read made the server hold ~300 bytes per
+ * payload byte until the payload was whole: the byte budgets (which count
+ * payload bytes) then allowed tens of GiB (adversary D1). Staged, such reads
+ * cost their bytes plus one buffer per STAGE_BYTES.
+ */
+const SMALL_READ = 4096;
+const STAGE_BYTES = 64 * 1024;
+
 export class ChunkQueue {
   private chunks: Buffer[] = [];
   /** Bytes of chunks[0] already handed out. */
@@ -13,13 +25,50 @@ export class ChunkQueue {
   /** Bytes held. */
   length = 0;
 
+  /** The staging buffer of small reads, its bytes in use, and the queue entry that is its view (while it is the last). */
+  private stage: Buffer | undefined;
+  private staged = 0;
+  private stageEntry: Buffer | undefined;
+
+  /**
+   * stageSmallReads: for a peer that may be hostile (an NBD client). The
+   * worker link's peer is our own process, whose frames stay views of the
+   * reads they came in (no copy at all).
+   */
+  constructor(private readonly opts: { stageSmallReads?: boolean } = {}) {}
+
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
-    this.chunks.push(chunk);
     this.length += chunk.length;
+    if (chunk.length >= SMALL_READ || !this.opts.stageSmallReads) {
+      this.chunks.push(chunk);
+      this.stageEntry = undefined;
+      return;
+    }
+    // Bytes of the stage already handed out are never written again: views
+    // of them stay valid; new bytes go after them.
+    const last = this.chunks.length - 1;
+    const extend = last >= 0 && this.chunks[last] === this.stageEntry;
+    if (!this.stage || this.stage.length - this.staged < chunk.length) {
+      this.stage = Buffer.allocUnsafe(STAGE_BYTES);
+      this.staged = 0;
+      this.stageEntry = undefined;
+    }
+    chunk.copy(this.stage, this.staged);
+    if (extend && this.stageEntry) {
+      // The entry grows in place: same start (so `off` still applies), later end.
+      const e = this.stageEntry;
+      this.stageEntry = this.stage.subarray(e.byteOffset - this.stage.byteOffset, this.staged + chunk.length);
+      this.chunks[last] = this.stageEntry;
+    } else {
+      this.stageEntry = this.stage.subarray(this.staged, this.staged + chunk.length);
+      this.chunks.push(this.stageEntry);
+    }
+    this.staged += chunk.length;
   }
 
   clear(): void {
+    this.stage = this.stageEntry = undefined;
     this.chunks = [];
     this.off = 0;
     this.length = 0;

@@ -72,6 +72,7 @@ test('setSocketBuffers sizes one direction and leaves the other as it was', () =
     assert.equal(setSocketBuffers(fd, 0, 1 << 20), 0);
     assert.deepEqual(socketBuffers(fd), { send: 2 << 20, receive: 2 << 20 });
   } finally {
+    child.stdin!.destroy(); // its pipe would keep this test file's process alive
     child.kill();
   }
 });
