@@ -35,6 +35,9 @@ const median = (xs) => {
   return t.length % 2 ? t[(t.length - 1) / 2] : (t[t.length / 2 - 1] + t[t.length / 2]) / 2;
 };
 
+/** The code cache uses the traced runs reported. */
+const caches = new Set();
+
 /** Run `node args`, returning wall ms and the trace marks found on stderr. */
 function timed(args, env = {}) {
   const t0 = process.hrtime.bigint();
@@ -45,7 +48,9 @@ function timed(args, env = {}) {
   const line = /^vsnap-trace (.*)$/m.exec(r.stderr);
   for (const kv of line ? line[1].split(' ') : []) {
     const [k, v] = kv.split('=');
-    marks[k] = Number(v);
+    // cache=hit|none|...: what became of the bundle's code cache (src/cli/bundle-loader.ts).
+    if (k === 'cache') caches.add(v);
+    else marks[k] = Number(v);
   }
   return { ms, marks };
 }
@@ -105,6 +110,7 @@ for (let k = 0; k < runs; k++) {
   }
 }
 
+if (caches.size) console.log(`code cache (all roots): ${[...caches].join(', ')}`);
 for (let d = 0; d < roots.length; d++) {
   const r = res[d];
   const node = median(r['node -e 0'].ms);
