@@ -13,6 +13,8 @@
 // dist/bundle/cache/     that code cache, made here by running `list` on a
 //                        scratch volume (with and without bin/vsnap's #!
 //                        flags, which V8 counts in the cache's key).
+// dist/bundle/loader.cjs src/cli/bundle-loader.ts as CommonJS: bin/vsnap,
+//                        itself CommonJS, requires it (no ES module loader).
 // dist/bundle/worker.js  the worker process (forked by the bundled CLI)
 // dist/bundle/inputs.json the compiled files the bundles were made from, with
 //                        their SHA-256: test/bundle.test.ts fails when the
@@ -86,8 +88,11 @@ const cli = await esbuild.build({
 // The worker loads everything it has at start: one file.
 const worker = await esbuild.build({ ...common, entryPoints: { worker: path.join(SRC, 'worker', 'main.js') } });
 
+// The loader that runs the CLI bundle with its code cache.
+const loader = await esbuild.build({ ...common, format: 'cjs', banner: {}, plugins: [], entryPoints: { loader: path.join(SRC, 'cli', 'bundle-loader.js') }, outExtension: { '.js': '.cjs' } });
+
 const inputs = {};
-for (const meta of [cli.metafile, worker.metafile]) {
+for (const meta of [cli.metafile, worker.metafile, loader.metafile]) {
   for (const file of Object.keys(meta.inputs)) {
     const abs = path.resolve(ROOT, file);
     if (!abs.startsWith(SRC + path.sep)) continue;

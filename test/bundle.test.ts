@@ -20,7 +20,7 @@ test('npm run build bundles the CLI and the worker, and the package ships the bu
   assert.match(pkg.scripts.build, /node scripts\/bundle\.mjs/, 'the build script does not run scripts/bundle.mjs');
   assert.match(pkg.scripts.prepare, /node scripts\/bundle\.mjs/, 'the prepare script does not run scripts/bundle.mjs');
   assert.ok(pkg.files.includes('dist/bundle'), 'package.json "files" lacks dist/bundle');
-  for (const f of ['vsnap.cjs', 'worker.js', 'inputs.json']) assert.ok(fs.existsSync(path.join(BUNDLE, f)), `dist/bundle/${f} is missing: run npm run build`);
+  for (const f of ['vsnap.cjs', 'loader.cjs', 'worker.js', 'inputs.json']) assert.ok(fs.existsSync(path.join(BUNDLE, f)), `dist/bundle/${f} is missing: run npm run build`);
 });
 
 test('the bundle matches the compiled modules it was made from (not stale)', () => {

@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { tmpdir, ROOT } from './helpers/cli.js';
 
-const LOADER = path.join(ROOT, 'dist', 'src', 'cli', 'bundle-loader.js');
+const LOADER = path.join(ROOT, 'dist', 'bundle', 'loader.cjs');
 const HEAD = 'vsnap-v8cache-1\n'.length + 32;
 
 /** A bundle whose run prints its label and what became of the cache. */
@@ -22,7 +22,7 @@ function bundleText(label: string): string {
 }
 
 function run(bundle: string, env: Record<string, string> = {}): { label: string; cache: string } {
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', `import { runBundle } from ${JSON.stringify(LOADER)}; runBundle(${JSON.stringify(bundle)});`], {
+  const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(LOADER)}).runBundle(${JSON.stringify(bundle)});`], {
     encoding: 'utf8',
     env: { ...process.env, ...env },
   });
@@ -122,7 +122,7 @@ test('a cache directory that cannot be written: the bundle runs, and no cache ap
 });
 
 function runWith(flags: string[], bundle: string): { label: string; cache: string } {
-  const r = spawnSync(process.execPath, [...flags, '--input-type=module', '-e', `import { runBundle } from ${JSON.stringify(LOADER)}; runBundle(${JSON.stringify(bundle)});`], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...flags, '-e', `require(${JSON.stringify(LOADER)}).runBundle(${JSON.stringify(bundle)});`], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   const [label, , cache] = r.stdout.trim().split(' ');
   return { label, cache };

@@ -2,7 +2,8 @@
 // code cache: node 20 has no module.enableCompileCache, so the bundle is one
 // CommonJS script compiled through vm.Script with cachedData, which skips
 // most of its parsing and compiling (docs/performance.md "Fixed cost of the
-// CLI (stop 17)"). bin/vsnap calls this; nothing else does.
+// CLI (stop 17)"). bin/vsnap calls it, as dist/bundle/loader.cjs (the same
+// code as CommonJS, scripts/bundle.mjs); nothing else does.
 //
 // The cache lives beside the bundle: dist/bundle/cache/vsnap.<key>.v8cache.
 // <key> is a hash of the bundle's text and of V8's cachedDataVersionTag (its
