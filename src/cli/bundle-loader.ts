@@ -6,9 +6,11 @@
 // code as CommonJS, scripts/bundle.mjs); nothing else does.
 //
 // The cache lives beside the bundle: dist/bundle/cache/vsnap.<key>.v8cache.
-// <key> is a hash of the bundle's text and of V8's cachedDataVersionTag (its
-// version, flags and CPU features), so a rebuilt bundle or another node never
-// finds an old cache: it finds none. `npm run build` makes the cache for the
+// <key> is a hash of the bundle's text and of what V8 counts in a cache's
+// validity (its version, node's flags from the command line and from
+// NODE_OPTIONS), so a rebuilt bundle or another node never finds an old
+// cache: it finds none. (v8.cachedDataVersionTag() would say the same, but
+// node:v8 loads node's streams and heap utilities: ~8% of a `list`.) `npm run build` makes the cache for the
 // building node (with and without bin/vsnap's #! flags); a run that finds
 // none writes one at exit, if the directory is writable (an install owned by
 // root stays untouched), atomically (temporary file, then rename). The file
@@ -21,7 +23,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
-import v8 from 'node:v8';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 
@@ -36,7 +37,7 @@ const sha256 = (...parts: (string | Buffer)[]): Buffer => {
 
 /** The cache file for this bundle text under this V8. */
 export function cacheFileFor(bundle: string, source: string): string {
-  const key = sha256(source, `\0${v8.cachedDataVersionTag()}`).toString('hex').slice(0, 32);
+  const key = sha256(source, JSON.stringify([process.versions.v8, process.version, process.arch, process.execArgv, process.env.NODE_OPTIONS ?? ''])).toString('hex').slice(0, 32);
   return path.join(path.dirname(bundle), 'cache', `${path.basename(bundle, '.cjs')}.${key}.v8cache`);
 }
 
