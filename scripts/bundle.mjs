@@ -15,7 +15,10 @@
 //                        flags, which V8 counts in the cache's key).
 // dist/bundle/loader.cjs src/cli/bundle-loader.ts as CommonJS: bin/vsnap,
 //                        itself CommonJS, requires it (no ES module loader).
-// dist/bundle/worker.js  the worker process (forked by the bundled CLI)
+// dist/bundle/worker.cjs the worker process the bundled CLI forks: it runs
+//                        dist/bundle/worker-main.cjs (the worker as one
+//                        CommonJS script) through the loader, with its own
+//                        code cache (made here by a `create`).
 // dist/bundle/inputs.json the compiled files the bundles were made from, with
 //                        their SHA-256: test/bundle.test.ts fails when the
 //                        bundle no longer matches what tsc made.
@@ -83,10 +86,23 @@ const cli = await esbuild.build({
   entryPoints: { vsnap: path.join(SRC, 'main.js') },
   outExtension: { '.js': '.cjs' },
   plugins: [keepModuleUrls('__vsnapBundleUrl')],
-  banner: { js: "const __vsnapBundleUrl = require('node:url').pathToFileURL(__filename).href;\nglobalThis.vsnapWorkerMain ??= require('node:path').join(__dirname, 'worker.js');" },
+  banner: { js: "const __vsnapBundleUrl = require('node:url').pathToFileURL(__filename).href;\nglobalThis.vsnapWorkerMain ??= require('node:path').join(__dirname, 'worker.cjs');" },
 });
-// The worker loads everything it has at start: one file.
-const worker = await esbuild.build({ ...common, entryPoints: { worker: path.join(SRC, 'worker', 'main.js') } });
+// The worker loads everything it has at start: one CommonJS script, run with
+// its own code cache by worker.cjs, the file the CLI forks (node can run it
+// as it is: test/worker/stream-link.test.ts starts it with --stdio).
+const worker = await esbuild.build({
+  ...common,
+  format: 'cjs',
+  entryPoints: { 'worker-main': path.join(SRC, 'worker', 'main.js') },
+  outExtension: { '.js': '.cjs' },
+  plugins: [keepModuleUrls('__vsnapBundleUrl')],
+  banner: { js: "const __vsnapBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+});
+fs.writeFileSync(
+  path.join(OUT, 'worker.cjs'),
+  "'use strict';\n// A worker process (scripts/bundle.mjs): its code, worker-main.cjs, with its V8 code cache.\nrequire('./loader.cjs').runBundle(require('node:path').join(__dirname, 'worker-main.cjs'));\n",
+);
 
 // The loader that runs the CLI bundle with its code cache.
 const loader = await esbuild.build({ ...common, format: 'cjs', banner: {}, plugins: [], entryPoints: { loader: path.join(SRC, 'cli', 'bundle-loader.js') }, outExtension: { '.js': '.cjs' } });
@@ -101,10 +117,11 @@ for (const meta of [cli.metafile, worker.metafile, loader.metafile]) {
 }
 fs.writeFileSync(path.join(OUT, 'inputs.json'), `${JSON.stringify({ inputs }, null, 1)}\n`);
 
-// The code cache, as a user's runs would make it: after a `list` (so it holds
-// what list compiles, and what every command shares), once with node's
+// The code caches, as a user's runs would make them: the workers' after a
+// `create` (they write theirs as they exit), the CLI's after a `list` (so it
+// holds what list compiles, and what every command shares), once with node's
 // default flags (`node bin/vsnap`, as scripts and tests run it) and once with
-// bin/vsnap's #! flags (run as a program).
+// bin/vsnap's #! flags (run as a program; its workers drop them).
 const shebang = /^#!\/usr\/bin\/env -S node (.*)$/m.exec(fs.readFileSync(path.join(ROOT, 'bin', 'vsnap'), 'utf8'));
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'vsnap-bundle-cache-'));
 try {
@@ -113,6 +130,7 @@ try {
     if (r.status !== 0) throw new Error(`scripts/bundle.mjs: making the code cache: vsnap ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   };
   run([], ['-q', 'init', path.join(scratch, 'vol'), '--files', '1', '--file-size', '1MiB', '--partitions', '1', '--workers', '1'], { VSNAP_CODE_CACHE: 'off' });
+  run([], ['-q', 'create', path.join(scratch, 'vol', 'volume.json')], { VSNAP_CODE_CACHE: 'write' });
   for (const flags of [[], shebang ? shebang[1].split(/\s+/) : []]) run(flags, ['list', path.join(scratch, 'vol', 'volume.json')], { VSNAP_CODE_CACHE: 'write' });
 } finally {
   fs.rmSync(scratch, { recursive: true, force: true });

@@ -57,8 +57,8 @@ function timed(args, env = {}) {
 
 /** The worker entry a root's CLI forks: its bundle when built, else the compiled module. */
 function workerMain(root) {
-  const b = path.join(root, 'dist', 'bundle', 'worker.js');
-  return fs.existsSync(b) ? b : path.join(root, 'dist', 'src', 'worker', 'main.js');
+  for (const b of ['worker.cjs', 'worker.js'].map((f) => path.join(root, 'dist', 'bundle', f))) if (fs.existsSync(b)) return b;
+  return path.join(root, 'dist', 'src', 'worker', 'main.js');
 }
 
 /** fork -> READY of one worker, as the coordinator forks it (IPC plus the data pipe on fd 4). */

@@ -35,7 +35,7 @@ function tracedVsnap(dir: string, args: string[], env: Record<string, string> = 
     const m = /^(\d+) (\d+\.\d+) (.*)$/.exec(l);
     if (!m) continue;
     const [pid, at, what] = [Number(m[1]), Number(m[2]), m[3]];
-    if (what.startsWith('execve(') && pid !== coordinator && /worker(\.js|\/main\.js)"/.test(what)) workers.set(pid, undefined);
+    if (what.startsWith('execve(') && pid !== coordinator && /worker(\.c?js|\/main\.js)"/.test(what)) workers.set(pid, undefined);
     if (what.startsWith('+++')) {
       if (pid === coordinator) coordinatorEnd = at;
       else if (workers.has(pid)) workers.set(pid, at);
