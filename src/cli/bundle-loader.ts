@@ -16,7 +16,8 @@
 // root stays untouched), atomically (temporary file, then rename). The file
 // carries a SHA-256 of V8's data, checked before V8 sees it: a release V8
 // does not checksum a code cache, and a damaged one must not reach it. A
-// cache V8 rejects anyway costs a normal compile, nothing else.
+// cache V8 rejects anyway (another CPU) costs a normal compile, and this run
+// writes a new one at exit.
 //
 // VSNAP_CODE_CACHE=off compiles without the cache (and writes none);
 // VSNAP_CODE_CACHE=write rewrites it at exit (the build uses it).
