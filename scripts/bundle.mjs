@@ -127,11 +127,20 @@ const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'vsnap-bundle-cache-'));
 try {
   const run = (flags, args, env = {}) => {
     const r = spawnSync(process.execPath, [...flags, path.join(ROOT, 'bin', 'vsnap'), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-    if (r.status !== 0) throw new Error(`scripts/bundle.mjs: making the code cache: vsnap ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+    if (r.status !== 0) throw new Error(`vsnap ${args.join(' ')} exited ${r.status}: ${r.stderr.trim().split('\n')[0]}`);
   };
   run([], ['-q', 'init', path.join(scratch, 'vol'), '--files', '1', '--file-size', '1MiB', '--partitions', '1', '--workers', '1'], { VSNAP_CODE_CACHE: 'off' });
-  run([], ['-q', 'create', path.join(scratch, 'vol', 'volume.json')], { VSNAP_CODE_CACHE: 'write' });
+  try {
+    run([], ['-q', 'create', path.join(scratch, 'vol', 'volume.json')], { VSNAP_CODE_CACHE: 'write' });
+  } catch (err) {
+    // On a fresh checkout the native addons are built after this step, and create needs them.
+    process.stderr.write(`scripts/bundle.mjs: the workers' code cache was not made (${err.message}); the first create makes it\n`);
+  }
   for (const flags of [[], shebang ? shebang[1].split(/\s+/) : []]) run(flags, ['list', path.join(scratch, 'vol', 'volume.json')], { VSNAP_CODE_CACHE: 'write' });
+} catch (err) {
+  // Not fatal: on a fresh checkout the native addons are built after this
+  // step (create needs them); the first runs then write the caches instead.
+  process.stderr.write(`scripts/bundle.mjs: the code cache was not made (${err.message}); vsnap makes it at its first run\n`);
 } finally {
   fs.rmSync(scratch, { recursive: true, force: true });
 }
