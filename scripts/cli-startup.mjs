@@ -35,6 +35,9 @@ const median = (xs) => {
   return t.length % 2 ? t[(t.length - 1) / 2] : (t[t.length / 2 - 1] + t[t.length / 2]) / 2;
 };
 
+/** The code cache uses the traced runs reported. */
+const caches = new Set();
+
 /** Run `node args`, returning wall ms and the trace marks found on stderr. */
 function timed(args, env = {}) {
   const t0 = process.hrtime.bigint();
@@ -45,15 +48,17 @@ function timed(args, env = {}) {
   const line = /^vsnap-trace (.*)$/m.exec(r.stderr);
   for (const kv of line ? line[1].split(' ') : []) {
     const [k, v] = kv.split('=');
-    marks[k] = Number(v);
+    // cache=hit|none|...: what became of the bundle's code cache (src/cli/bundle-loader.ts).
+    if (k === 'cache') caches.add(v);
+    else marks[k] = Number(v);
   }
   return { ms, marks };
 }
 
 /** The worker entry a root's CLI forks: its bundle when built, else the compiled module. */
 function workerMain(root) {
-  const b = path.join(root, 'dist', 'bundle', 'worker.js');
-  return fs.existsSync(b) ? b : path.join(root, 'dist', 'src', 'worker', 'main.js');
+  for (const b of ['worker.cjs', 'worker.js'].map((f) => path.join(root, 'dist', 'bundle', f))) if (fs.existsSync(b)) return b;
+  return path.join(root, 'dist', 'src', 'worker', 'main.js');
 }
 
 /** fork -> READY of one worker, as the coordinator forks it (IPC plus the data pipe on fd 4). */
@@ -105,6 +110,7 @@ for (let k = 0; k < runs; k++) {
   }
 }
 
+if (caches.size) console.log(`code cache (all roots): ${[...caches].join(', ')}`);
 for (let d = 0; d < roots.length; d++) {
   const r = res[d];
   const node = median(r['node -e 0'].ms);

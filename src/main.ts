@@ -1,48 +1,16 @@
-// The one error boundary: every typed error becomes its exit code here, and
-// nothing else in vsnap decides how the process exits.
-import { CommanderError } from 'commander';
-import { VsnapError, EXIT_FAILED, EXIT_USAGE, isErrnoError, describeErrnoError } from './errors.js';
-import { buildProgram } from './cli.js';
-import { c, clearStatusLine } from './ui.js';
-import { installSignalHandlers, removeTemps } from './interrupt.js';
-import { VERSION } from './version.js';
+// The entry point (bin/vsnap runs it: its bundle dist/bundle/vsnap.cjs, or
+// this compiled module). It loads almost nothing itself: a command that will
+// fork workers (create) forks them first, so that their node start overlaps
+// the loading of the CLI's own code (docs/performance.md "Fixed cost of the
+// CLI (stop 17)"); the rest (src/cli/run.ts) loads meanwhile. No top-level
+// await: the bundle is a CommonJS script (scripts/bundle.mjs).
+import { preforkCount } from './cli/prefork-args.js';
 
-async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
-  // Timing marks for scripts/cli-startup.mjs (loaded only when asked for).
-  if (process.env.VSNAP_STARTUP_TRACE) (await import('./cli/startup-trace.js')).installStartupTrace(program, performance.now());
-  installSignalHandlers(clearStatusLine);
-  try {
-    await program.parseAsync(argv);
-    return process.exitCode === undefined ? 0 : Number(process.exitCode);
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      // commander already printed its message (or help/version).
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-      return EXIT_USAGE;
-    }
-    clearStatusLine();
-    if (err instanceof VsnapError) {
-      process.stderr.write(`${c.red('vsnap:')} ${err.message}\n`);
-      return err.exitCode;
-    }
-    // An I/O failure of the coordinator itself (a read-only or private store,
-    // a full disk, a failed rename or fsync) is an operation failure that
-    // names the call, the file and the errno, never an "internal error".
-    if (isErrnoError(err)) {
-      process.stderr.write(`${c.red('vsnap:')} ${describeErrnoError(err)}\n`);
-      return EXIT_FAILED;
-    }
-    const e = err as Error;
-    process.stderr.write(
-      `${c.red('vsnap: internal error')} (vsnap ${VERSION}, node ${process.version}); please report this with the output below\n${e?.stack ?? String(err)}\n`,
-    );
-    return EXIT_FAILED;
-  }
-}
-
-const code = await main(process.argv);
-// Whatever happened, no temporary file outlives the command (src/interrupt.ts).
-removeTemps();
-// Let stdout drain before exiting (a piped `vsnap read` may be large).
-process.stdout.write('', () => process.exit(code));
+const workers = preforkCount(process.argv.slice(2));
+const prefork = workers > 0 ? import('./coordinator/prefork.js').then((p) => (p.prefork(workers), p)) : undefined;
+// The command runs once the workers are forked, so it never forks its own beside them.
+void Promise.all([import('./cli/run.js'), prefork]).then(([r, p]) =>
+  // Workers no command took (a server held the volume, the manifest was
+  // invalid, the lock was held) die before the process exits.
+  r.run(async () => p?.discardPreforked()),
+);

@@ -10,7 +10,6 @@ import { warn } from './ui.js';
 import type { Catalogue, Method } from './catalogue/catalogue.js';
 import { guarded, onInterrupt, throwIfInterrupted } from './interrupt.js';
 import { localCatalogue, LOCAL_OPEN } from './catalogue/local.js';
-import { remoteCatalogue } from './catalogue/remote.js';
 
 /** The control socket of a live `vsnap serve` holding this volume, if any. */
 export function servedBy(manifest: string | Volume): string | undefined {
@@ -106,7 +105,8 @@ export async function withCatalogue<T>(manifest: string, method: Method, fn: (ca
   // Read and checked once for both the server question and the store.
   const volume = loadManifest(manifest);
   const remote = servedBy(volume);
-  if (remote) return fn(remoteCatalogue(remote));
+  // Loaded only then: its wire schemas (zod) and node:net cost a local command ~5 ms.
+  if (remote) return fn((await import('./catalogue/remote.js')).remoteCatalogue(remote));
   const open = LOCAL_OPEN[method];
   if (!open.workers) return withStore(volume, method, open.createStore, (store) => fn(localCatalogue(store)));
   return withCluster(volume, method, { create: open.createStore }, (cluster) => fn(localCatalogue(cluster.store, cluster)));

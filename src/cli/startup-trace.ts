@@ -4,7 +4,9 @@
 // process started (performance.now()): main = the entry's modules loaded and
 // main() running; parsed = arguments parsed, the command about to run;
 // loaded = that command's module loaded (imported here ahead of the action,
-// which then finds it cached); done = the command returned.
+// which then finds it cached); done = the command returned. Then what became
+// of the bundle's code cache (src/cli/bundle-loader.ts): cache=hit, none,
+// damaged, rejected or off (absent when the bundle was not run).
 import type { Command } from 'commander';
 
 /** Command modules that the measured commands load (cli.ts imports them in the actions). */
@@ -26,6 +28,7 @@ export function installStartupTrace(program: Command, mainAt: number): void {
     marks.done = performance.now();
   });
   process.on('exit', () => {
-    process.stderr.write(`vsnap-trace ${Object.entries(marks).map(([k, v]) => `${k}=${v.toFixed(1)}`).join(' ')}\n`);
+    const cache = (globalThis as { vsnapCodeCache?: string }).vsnapCodeCache;
+    process.stderr.write(`vsnap-trace ${Object.entries(marks).map(([k, v]) => `${k}=${v.toFixed(1)}`).join(' ')}${cache ? ` cache=${cache}` : ''}\n`);
   });
 }

@@ -2,8 +2,6 @@
 // send typed control requests (each answered with its kind's reply type) and
 // data requests as binary frames over its link, and fail exactly this
 // worker's outstanding requests when it dies.
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { OperationError, deserializeError, type SerializedError } from '../errors.js';
 import {
   REPLY_HEADER,
@@ -14,13 +12,10 @@ import {
   type DataRequest,
   type WorkerMessage,
 } from '../worker/protocol.js';
-import { forkWorker, type WorkerProcess } from '../transport/process.js';
 import { joinChunks } from '../transport/chunks.js';
+import { forkListening, takePreforked, type ForkedWorker, type WorkerLinkProcess } from './prefork.js';
 
-// The bundled CLI names its bundled worker (scripts/bundle.mjs); else the compiled one.
-export const WORKER_MAIN = (globalThis as { vsnapWorkerMain?: string }).vsnapWorkerMain ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'worker', 'main.js');
-
-export type WorkerLinkProcess = WorkerProcess<ControlRequestWithId, WorkerMessage>;
+export { WORKER_MAIN, type WorkerLinkProcess } from './prefork.js';
 
 interface Pending<T> {
   resolve: (v: T) => void;
@@ -63,9 +58,12 @@ export class WorkerHandle {
     });
   }
 
-  /** Fork a worker on this host (IPC channel plus data pipe). */
+  /**
+   * A worker on this host (IPC channel plus data pipe): one forked at the
+   * command's start (prefork.ts) when one is left, else a new one.
+   */
   static spawn(index: number, partitions: string[]): Promise<WorkerHandle> {
-    return WorkerHandle.over(index, partitions, forkWorker(WORKER_MAIN));
+    return WorkerHandle.forked(index, partitions, takePreforked() ?? forkListening());
   }
 
   /** A worker already started behind any link; resolves once it said READY. */
@@ -81,6 +79,15 @@ export class WorkerHandle {
       });
       void h.exited.then(() => reject(h.deathError));
     });
+  }
+
+  /** A forked worker whose READY was listened for since its fork (it may have come already). */
+  private static forked(index: number, partitions: string[], w: ForkedWorker): Promise<WorkerHandle> {
+    const h = new WorkerHandle(index, partitions, w.proc);
+    return w.ready.then(
+      () => h,
+      () => h.exited.then(() => Promise.reject(h.deathError)),
+    );
   }
 
   get alive(): boolean {

@@ -1,0 +1,47 @@
+// Which workers a run will fork, guessed from its arguments before anything
+// else loads (src/main.ts), so that src/coordinator/prefork.ts can start them
+// while the coordinator is still loading its own code (docs/performance.md
+// "Fixed cost of the CLI (stop 17)"). Only a guess: the command runs exactly
+// as without it, taking forked workers from the prefork when there are some
+// and forking its own otherwise, so every doubt here means "none". Kept
+// free of imports beyond node:fs: it runs on every command's path.
+import fs from 'node:fs';
+
+/** Commands whose local run starts the workers first thing (catalogue/local.ts LOCAL_OPEN). */
+const PREFORK_COMMANDS = new Set(['create']);
+/** Options taking a value, global or of those commands (cli.ts). */
+const WITH_VALUE = new Set(['--wait', '--name', '--expires']);
+/** Flags that print something instead of running the command. */
+const NO_RUN = new Set(['-h', '--help', '-V', '--version']);
+/** A manifest larger than this is not read twice at start (it is a few KiB). */
+const MAX_MANIFEST = 1 << 20;
+
+/** The number of worker processes `vsnap <argv>` will start, or 0 when it may start none. */
+export function preforkCount(argv: string[]): number {
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--' || NO_RUN.has(a)) return 0;
+    if (WITH_VALUE.has(a)) i++;
+    else if (!a.startsWith('-')) positional.push(a);
+  }
+  if (positional.length !== 2 || !PREFORK_COMMANDS.has(positional[0])) return 0;
+  return workersOf(positional[1]);
+}
+
+/** Distinct worker indexes of the manifest's partitions; 0 when it cannot be read or looks wrong (the command then says why). */
+function workersOf(manifest: string): number {
+  try {
+    if (fs.statSync(manifest).size > MAX_MANIFEST) return 0;
+    const m = JSON.parse(fs.readFileSync(manifest, 'utf8')) as { partitions?: { worker?: unknown }[] };
+    if (!Array.isArray(m.partitions)) return 0;
+    const workers = new Set<number>();
+    for (const p of m.partitions) {
+      if (!Number.isInteger(p?.worker) || (p.worker as number) < 0 || (p.worker as number) > 63) return 0;
+      workers.add(p.worker as number);
+    }
+    return workers.size;
+  } catch {
+    return 0;
+  }
+}
