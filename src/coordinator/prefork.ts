@@ -6,8 +6,10 @@
 // for any index; the ones nobody took (a server held the volume, the manifest
 // was invalid, the lock was held) are killed before the process exits
 // (src/main.ts), so none outlives the command.
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { OperationError } from '../errors.js';
 import { forkWorker, type WorkerProcess } from '../transport/process.js';
 import type { ControlRequestWithId, WorkerMessage } from '../worker/protocol.js';
 
@@ -29,6 +31,9 @@ const spare: ForkedWorker[] = [];
 
 /** Fork `main` and start listening for its READY at once. */
 export function forkListening(main = WORKER_MAIN): ForkedWorker {
+  // A partly copied or upgraded install would otherwise show node's stack
+  // trace from the child and "worker 0 exited with code 1".
+  if (!fs.existsSync(main)) throw new OperationError(`${main}: the worker program is missing (an incomplete build or install): run \`npm run build\`, or reinstall vsnap`);
   const proc = forkWorker<ControlRequestWithId, WorkerMessage>(main);
   const w = { proc, alive: true } as ForkedWorker;
   w.ready = new Promise<void>((resolve, reject) => {
@@ -47,6 +52,7 @@ export function forkListening(main = WORKER_MAIN): ForkedWorker {
 
 /** Fork n workers now, for the pool to take later. */
 export function prefork(n: number): void {
+  if (!fs.existsSync(WORKER_MAIN)) return; // the pool's own fork reports it
   for (let i = 0; i < n; i++) spare.push(forkListening());
 }
 
