@@ -28,7 +28,6 @@ import { byteLength, joinChunks, viewsOf, type Chunks } from '../transport/chunk
 import { readVolume } from './volume-read.js';
 
 export type { Range, FileRange } from '../volume-map.js';
-
 export type ClusterOptions = PoolOptions;
 
 /** An error as one line for a log: errno failures with their call, file and errno. */
@@ -206,7 +205,6 @@ export class Cluster {
   }
 
   // ---------- snapshots ----------
-
   /**
    * The one-instant protocol: freeze, prepare into <id>.tmp, confirm,
    * commit by rename, thaw. The outcome is decided here, once, from what the
@@ -356,6 +354,8 @@ export class Cluster {
   async restore(id: number, partitionIndexes: number[], o: { dryRun?: boolean; onProgress?: (bytes: number) => void } = {}): Promise<RestoredPartition[]> {
     this.store.checkChain(id);
     if (!o.dryRun) {
+      // Every record to copy is crc-checked first, on every worker: a damaged one fails before any write.
+      await this.all((h) => h.control({ t: 'restore', snapshotId: id, partitions: partitionIndexes, check: true }));
       this.wroteData = true;
       await this.store.markWriting();
     }

@@ -201,7 +201,7 @@ class Worker {
       const run = async () => {
         const progress = throttledProgress(req.reqId);
         const chosen = [...this.engines.values()].filter((e) => req.partitions.includes(e.spec.index));
-        const partitions = await restorePartitions(chosen, req.snapshotId, { dryRun: req.dryRun, onProgress: progress.add });
+        const partitions = await restorePartitions(chosen, req.snapshotId, { dryRun: req.dryRun, check: req.check, onProgress: progress.add });
         progress.flush();
         return { restoredBytes: partitions.reduce((a, p) => a + p.bytes, 0), partitions };
       };

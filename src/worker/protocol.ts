@@ -143,8 +143,8 @@ export interface ControlRequests {
   /** Go on writing (step 4), after switching to the new logs when the create committed. */
   thaw: { t: 'thaw'; outcome: ThawOutcome };
   delete: { t: 'delete'; snapshotId: number };
-  /** dryRun: say per partition what would be written, change nothing (worker/restore.ts). */
-  restore: { t: 'restore'; snapshotId: number; partitions: number[]; dryRun?: boolean };
+  /** dryRun: say per partition what would be written, change nothing; check: also read (crc-checked) every record it would copy (worker/restore.ts). */
+  restore: { t: 'restore'; snapshotId: number; partitions: number[]; dryRun?: boolean; check?: boolean };
   changed: { t: 'changed'; from: number; to: number | null; exact: boolean };
   /** Changed blocks of one partition range, bounded (NBD qemu:dirty-bitmap contexts). */
   changedRange: { t: 'changedRange'; partition: number } & ChangedRangeQuery;

@@ -8,6 +8,8 @@ import type { WriteGate } from '../gate.js';
 export interface RestoreOptions {
   /** Say what would be written; write nothing (not even the partition state). */
   dryRun?: boolean;
+  /** Read every record the restore would copy, checking its crc; write nothing. */
+  check?: boolean;
   /** Bytes restored and durable since the last call. */
   onProgress?: (bytes: number) => void;
 }

@@ -17,6 +17,11 @@ export type { RestorableEngine, RestoredPartition, RestoreOptions } from './rest
 
 /** Restore S_id on these partitions (dryRun: only say what would be written), answered in their order. */
 export async function restorePartitions(engines: RestorableEngine[], id: number, o: RestoreOptions): Promise<RestoredPartition[]> {
+  if (o.check) {
+    const checked: RestoredPartition[] = [];
+    for (const e of engines) checked.push(await restorePartition(e, id, o));
+    return checked;
+  }
   const isNewest = (e: RestorableEngine) => {
     const v = e.viewOf(id);
     return v.from === v.logs.length - 1;
@@ -44,6 +49,15 @@ async function restorePartition(engine: RestorableEngine, id: number, o: Restore
   const result: RestoredPartition = { partition: engine.spec.id, blocks: blocks.length, bytes: blocks.length * bs, cut: false };
   if (o.dryRun || blocks.length === 0) return result;
   const runs = toRuns(blocks, Math.max(1, Math.floor(MAX_RUN_BYTES / bs)));
+  if (o.check) {
+    // S_id's view of each block, read as the restore will read it: a record
+    // whose crc fails throws here, before any worker wrote anything.
+    await inLanes(runs, async ([a, z]) => {
+      const buf = Buffer.allocUnsafe((z - a) * bs);
+      await engine.track(engine.readView(v, a * bs, buf.length, buf, 0));
+    });
+    return result;
+  }
   const durable = new DurableProgress(() => engine.ctx.handles.sync(), o.onProgress);
   await inLanes(runs, async ([a, z]) => {
     const buf = Buffer.allocUnsafe((z - a) * bs);
