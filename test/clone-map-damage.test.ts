@@ -193,6 +193,16 @@ test('clone reset replaces a dangling symlink in place of an overlay file, refus
     }
     assert.equal((await verifyJson(fx.manifest)).code, 0);
 
+    // A symlink to a file outside the store: the link is replaced, the file it names never written (adversary E5).
+    const victim = path.join(t.dir, 'victim.txt');
+    fs.writeFileSync(victim, 'precious bytes\n');
+    fs.rmSync(path.join(dir, 'p0.ovm'));
+    fs.symlinkSync(victim, path.join(dir, 'p0.ovm'));
+    await ok(['clone', 'reset', fx.manifest, 'c']);
+    assert.equal(fs.readFileSync(victim, 'utf8'), 'precious bytes\n', 'the symlink\'s target is untouched');
+    assert.ok(fs.lstatSync(path.join(dir, 'p0.ovm')).isFile(), 'p0.ovm is a fresh regular file');
+    assert.equal((await verifyJson(fx.manifest)).code, 0);
+
     // A directory in place of an overlay file: refused, named, exit 3; nothing is removed.
     fs.rmSync(path.join(dir, 'p3.ovl'));
     fs.mkdirSync(path.join(dir, 'p3.ovl'));

@@ -32,7 +32,10 @@ export function preforkCount(argv: string[]): number {
 /** Distinct worker indexes of the manifest's partitions; 0 when it cannot be read or looks wrong (the command then says why). */
 function workersOf(manifest: string): number {
   try {
-    if (fs.statSync(manifest).size > MAX_MANIFEST) return 0;
+    // Only a regular file is read here: a FIFO would block this read for ever
+    // and /dev/zero never end (the command itself then says what is wrong).
+    const st = fs.statSync(manifest);
+    if (!st.isFile() || st.size > MAX_MANIFEST) return 0;
     const m = JSON.parse(fs.readFileSync(manifest, 'utf8')) as { partitions?: { worker?: unknown }[] };
     if (!Array.isArray(m.partitions)) return 0;
     const workers = new Set<number>();

@@ -21,7 +21,7 @@ import { mergeRanges } from '../volume-map.js';
 import { withCluster } from '../session.js';
 import { throwIfInterrupted } from '../interrupt.js';
 import { beginOutput, finishOutputs, abandonOutputs, syncOutputs, namedAfterOutput, type Output } from './output-file.js';
-import { checkOutput, checkOutputPath } from './io.js';
+import { checkOutput, resolveOutput } from './io.js';
 
 /** Bytes per worker per round: about 0.2-0.5 s of copying here, so Ctrl-C is prompt. */
 const ROUND = 128 << 20;
@@ -92,11 +92,11 @@ export async function exportCmd(manifest: string, ref: string, o: ExportOptions)
     };
     try {
       if (o.output) {
-        checkOutputPath(o.output, '--output');
-        checkOutput(volume, manifest, o.output, '--output');
+        const file = resolveOutput(o.output, '--output', { streams: false });
+        checkOutput(volume, manifest, file, '--output');
         o.onTotal?.(volume.size);
         // A fresh sparse file: holes read as zeroes, so zero chunks are skipped.
-        const out = beginOutput(o.output, volume.size);
+        const out = beginOutput(file, volume.size);
         outputs.push(out);
         const targets: ExportTarget[] = volume.partitions.map((p) => ({ partition: p.index, partOffset: 0, length: p.length, output: out.writing, outputOffset: p.volumeOffset }));
         result.bytes = await copy(targets);

@@ -40,6 +40,50 @@ export function checkOutputPath(file: string, flag: string): void {
 }
 
 /**
+ * The file an --output names, as it is to be written: a symbolic link
+ * resolved (the data goes to the file it names, renamed over that file, the
+ * link kept: renaming over the link itself replaced it, and `/dev/stdout`,
+ * a link to /proc/self/fd/1, with it), a dangling one refused. A pipe or a
+ * socket cannot be opened by name by export's worker processes (for them
+ * /proc/self is their own, their stdout /dev/null): refused unless the
+ * caller writes it itself (`streams`, vsnap read).
+ */
+export function resolveOutput(file: string, flag: string, o: { streams: boolean }): string {
+  checkOutputPath(file, flag);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    /* a new file, or a dangling link (below) */
+  }
+  if (st && (st.isFIFO() || st.isSocket())) {
+    // vsnap read writes a FIFO by name, and its own stdout (`--output /dev/stdout`) as stdout.
+    if (o.streams && (st.isFIFO() || isOwnStdout(file))) return file;
+    throw new UsageError(`${flag}: ${file} is a ${st.isFIFO() ? 'pipe' : 'socket'}: export writes its output by name from its worker processes, so it must be a file or a device (to stream the volume, use \`vsnap read\`, which writes to stdout)`);
+  }
+  let link = false;
+  try {
+    link = fs.lstatSync(file).isSymbolicLink();
+  } catch {
+    /* a new file */
+  }
+  if (!link) return file;
+  if (!st) throw new UsageError(`${flag}: ${file} is a symbolic link to a missing file (${fs.readlinkSync(file)})`);
+  return fs.realpathSync(file);
+}
+
+/** The file is this process's stdout (`/dev/stdout`, or a link to it). */
+export function isOwnStdout(file: string): boolean {
+  try {
+    const a = fs.statSync(file);
+    const b = fs.fstatSync(1);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Refuse an output that would overwrite the volume itself: one of its backing
  * files (same device and inode, so links are caught), its manifest, or
  * anything inside its store.
@@ -72,12 +116,10 @@ export async function readCmd(manifest: string, o: ReadOptions): Promise<{ bytes
   return withCluster(manifest, 'read', { create: false, force: o.force, interruptible: true }, async (cluster) => {
     cluster.checkRange(o.offset, o.length);
     const view = o.snapshot === undefined ? 0 : resolveRef(cluster.store.snapshots, o.snapshot).id;
-    if (o.output) {
-      checkOutputPath(o.output, '--output');
-      checkOutput(cluster.volume, manifest, o.output, '--output');
-    }
+    const file = o.output ? resolveOutput(o.output, '--output', { streams: true }) : undefined;
+    if (file) checkOutput(cluster.volume, manifest, file, '--output');
     // --output: written whole or not at all (a temporary file renamed at the end; output-file.ts).
-    const target = o.output ? beginOutput(o.output, 0) : undefined;
+    const target = file && !isOwnStdout(file) ? beginOutput(file, 0) : undefined;
     try {
       const out: Writable = target ? fs.createWriteStream(target.writing, { flags: target.writing === target.final ? 'w' : 'r+' }) : process.stdout;
       const failed = new Promise<never>((_, reject) => out.once('error', reject));

@@ -244,12 +244,19 @@ function entryKind(st: fs.Stats): string {
 }
 
 /**
- * Open an overlay file for a reset. A regular file (or a symlink to one) is
- * used as it is; a missing one, or a dangling symlink in its place, is made
- * again (`made`); anything else (a directory, a FIFO, ...) is refused, exit 3,
- * since replacing it could throw away what someone put there.
+ * Open an overlay file for a reset. A regular file is used as it is; a
+ * missing one, or a symlink in its place, is made again (`made`): the link
+ * is removed, never written through, since what it names lies outside the
+ * store (a reset truncated such a file: adversary E5); anything else (a
+ * directory, a FIFO, ...) is refused, exit 3, since replacing it could throw
+ * away what someone put there.
  */
 async function openForReset(file: string): Promise<{ fh: FileHandle; made: boolean }> {
+  try {
+    if ((await fs.promises.lstat(file)).isSymbolicLink()) await fs.promises.unlink(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw operationErrorFrom(err as NodeJS.ErrnoException, file);
+  }
   let st: fs.Stats | undefined;
   try {
     st = await fs.promises.stat(file);
@@ -260,11 +267,6 @@ async function openForReset(file: string): Promise<{ fh: FileHandle; made: boole
     throw new IntegrityError(`${file}: not a regular file (${entryKind(st)}); clone reset makes again only a missing overlay file or one whose symlink dangles: move this one out of the store, then reset again`);
   }
   if (st) return { fh: await namingFile(file, fs.promises.open(file, 'r+')), made: false };
-  try {
-    if ((await fs.promises.lstat(file)).isSymbolicLink()) await fs.promises.unlink(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw operationErrorFrom(err as NodeJS.ErrnoException, file);
-  }
   return { fh: await createPrivateFile(file, 'wx'), made: true };
 }
 
