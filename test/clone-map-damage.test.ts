@@ -15,10 +15,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { vsnap, tmpdir, requireTool } from './helpers/cli.js';
+import { vsnap, vsnapOk as ok, storeOf, tmpdir, requireTool } from './helpers/cli.js';
 import { makeFixture, type Fixture } from './helpers/volume-fixture.js';
 import { run, runOk } from './nbd/harness.js';
-import { startServe } from './serve/harness.js';
+import { startServe, qemuIoThroughServer } from './serve/harness.js';
 import { encodeMapRecord, MAP_RECORD_SIZE, OVERLAY_HEADER_SIZE } from '../src/formats/overlay.js';
 
 const skip = requireTool('qemu-io', 'qemu-utils') ?? requireTool('qemu-img', 'qemu-utils');
@@ -28,12 +28,6 @@ interface Problem {
   partition: string | null;
   file: string | null;
   message: string;
-}
-
-async function ok(args: string[]): Promise<string> {
-  const r = await vsnap(args);
-  assert.equal(r.code, 0, `vsnap ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
 }
 
 async function verifyJson(manifest: string): Promise<{ code: number; problems: Problem[] }> {
@@ -46,14 +40,8 @@ async function writtenClone(fx: Fixture): Promise<string> {
   await ok(['create', fx.manifest, '--name', 'base']);
   await ok(['clone', 'create', fx.manifest, 'base', 'c']);
   await ok(['clone', 'create', fx.manifest, 'base', 'other']);
-  const store = (JSON.parse(await ok(['status', fx.manifest, '--json'])) as { store: string }).store;
-  const srv = await startServe(fx.manifest);
-  try {
-    await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a 0 ${fx.size}`, '-c', 'flush', srv.exportUri('clone/c')]);
-  } finally {
-    await srv.stop();
-  }
-  return store;
+  await qemuIoThroughServer(fx.manifest, [['clone/c', `write -P 0x5a 0 ${fx.size}`]]);
+  return storeOf(fx.manifest);
 }
 
 /** Both exports saved through a server, and what it logged. */
@@ -167,7 +155,7 @@ test('clone reset replaces a dangling symlink in place of an overlay file, refus
     const fx = makeFixture(t.dir);
     await ok(['create', fx.manifest, '--name', 'base']);
     await ok(['clone', 'create', fx.manifest, 'base', 'c']);
-    const store = (JSON.parse(await ok(['status', fx.manifest, '--json'])) as { store: string }).store;
+    const store = await storeOf(fx.manifest);
     const dir = path.join(store, 'clones', 'c');
 
     // A missing map: verify names the file and says "missing", in its own words.

@@ -7,15 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { vsnap, tmpdir } from './helpers/cli.js';
+import { vsnap, vsnapOk as ok, storeOf, tmpdir } from './helpers/cli.js';
 import { makeFixture } from './helpers/volume-fixture.js';
 import { writeRecord } from '../src/formats/record-json.js';
-
-async function ok(args: string[]): Promise<string> {
-  const r = await vsnap(args);
-  assert.equal(r.code, 0, `vsnap ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
 
 /** Rewrite snapshot `id`'s createdAt (snapshot.json is a checksummed record: re-encoded whole). */
 async function setCreatedAt(store: string, id: number, createdAt: string): Promise<void> {
@@ -35,7 +29,7 @@ test('prune --keep-last keeps the newest snapshot by id after the clock stepped 
   try {
     const fx = makeFixture(t.dir);
     for (let i = 0; i < 4; i++) await ok(['create', fx.manifest]);
-    const store = (JSON.parse(await ok(['status', fx.manifest, '--json'])) as { store: string }).store;
+    const store = await storeOf(fx.manifest);
     const hour = new Date();
     hour.setMinutes(0, 0, 0);
     // 1, 2, 3 an hour apart; 4, the newest, at 1's hour (the clock went back).

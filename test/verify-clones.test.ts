@@ -7,13 +7,12 @@
 // clone, partition and file in the text and in --json's `clone` field.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { vsnap, tmpdir, requireTool } from './helpers/cli.js';
+import { vsnap, vsnapOk as ok, storeOf, treeDigest as digest, tmpdir, requireTool } from './helpers/cli.js';
 import { makeFixture } from './helpers/volume-fixture.js';
 import { run, runOk } from './nbd/harness.js';
-import { startServe } from './serve/harness.js';
+import { startServe, qemuIoThroughServer } from './serve/harness.js';
 import { encodeMapRecord, MAP_RECORD_SIZE, OVERLAY_HEADER_SIZE } from '../src/formats/overlay.js';
 import { mapRecordsProblem } from '../src/commands/verify-clones.js';
 import { writeRecord } from '../src/formats/record-json.js';
@@ -32,30 +31,6 @@ interface Report {
   snapshots: number;
   clones: number;
   problems: Problem[];
-}
-
-async function ok(args: string[]): Promise<string> {
-  const r = await vsnap(args);
-  assert.equal(r.code, 0, `vsnap ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** Every path under dir with its mode, size, mtime and content digest. */
-function digest(dir: string): string {
-  const rows: string[] = [];
-  const walk = (d: string) => {
-    for (const name of fs.readdirSync(d).sort()) {
-      const p = path.join(d, name);
-      const st = fs.lstatSync(p);
-      const rel = path.relative(dir, p);
-      if (st.isDirectory()) {
-        rows.push(`${rel}/ ${st.mode.toString(8)} ${st.mtimeMs}`);
-        walk(p);
-      } else rows.push(`${rel} ${st.mode.toString(8)} ${st.size} ${st.mtimeMs} ${crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex')}`);
-    }
-  };
-  walk(dir);
-  return rows.join('\n');
 }
 
 /** verify --json: the exit code and the report (printed before exit 3 too). */
@@ -88,14 +63,11 @@ test('verify checks clones: clean after writes through the clone export, read-on
     await ok(['create', fx.manifest, '--name', 'other']);
     await ok(['clone', 'create', fx.manifest, 'base', 'c1']);
     await ok(['clone', 'create', fx.manifest, 'other', 'c2']);
-    const store = (JSON.parse(await ok(['status', fx.manifest, '--json'])) as { store: string }).store;
-    const srv = await startServe(fx.manifest);
-    try {
-      await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a 0 ${fx.size}`, '-c', 'flush', srv.exportUri('clone/c1')]);
-      await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x11 ${fx.blockSize + 100} 5000`, '-c', 'flush', srv.exportUri('clone/c2')]);
-    } finally {
-      await srv.stop();
-    }
+    const store = await storeOf(fx.manifest);
+    await qemuIoThroughServer(fx.manifest, [
+      ['clone/c1', `write -P 0x5a 0 ${fx.size}`],
+      ['clone/c2', `write -P 0x11 ${fx.blockSize + 100} 5000`],
+    ]);
     const ovm = path.join(store, 'clones', 'c1', 'p1.ovm');
     const ovl = path.join(store, 'clones', 'c1', 'p1.ovl');
     assert.ok(fs.statSync(ovm).size > OVERLAY_HEADER_SIZE, 'the writes are mapped');
@@ -183,7 +155,7 @@ test('clone reset repairs a damaged overlay header, offline and through the serv
     const fx = makeFixture(t.dir);
     await ok(['create', fx.manifest, '--name', 'base']);
     await ok(['clone', 'create', fx.manifest, 'base', 'c']);
-    const store = (JSON.parse(await ok(['status', fx.manifest, '--json'])) as { store: string }).store;
+    const store = await storeOf(fx.manifest);
     const dir = path.join(store, 'clones', 'c');
     const damage = (file: string) => {
       const fd = fs.openSync(path.join(dir, file), 'r+');

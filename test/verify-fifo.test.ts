@@ -7,13 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync, execFileSync } from 'node:child_process';
-import { vsnap, tmpdir, BIN } from './helpers/cli.js';
-
-async function ok(args: string[]): Promise<string> {
-  const r = await vsnap(args);
-  assert.equal(r.code, 0, `vsnap ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
+import { vsnap, vsnapOk as ok, tmpdir, BIN } from './helpers/cli.js';
 
 function verify(manifest: string): { status: number | null; stderr: string } {
   // SIGKILL at the deadline: a hung verify ignores SIGTERM.

@@ -1,10 +1,10 @@
 // The data requests of a clone export, routed to its overlays (clone-overlay.ts):
 // a read takes the overlay's blocks, else the clone's base snapshot view; writes
 // and zeroes go to the overlay only, never to the backing files or a change log.
-import { DataOp, FLAG_FUA, type decodeRequest } from './protocol.js';
+import { DataOp, FLAG_FUA, type DataRequest } from './protocol.js';
 import type { WorkerClones } from './clone-overlay.js';
 
-export function cloneIo(clones: WorkerClones, r: ReturnType<typeof decodeRequest>, payload: Buffer | undefined): Promise<Buffer | undefined> {
+export function cloneIo(clones: WorkerClones, r: DataRequest, payload: Buffer | undefined): Promise<Buffer | undefined> {
   const h = r.clone!;
   switch (r.op) {
     case DataOp.Read:

@@ -277,20 +277,6 @@ export function encodeRequest(r: Omit<DataRequest, 'reqId'> & { reqId?: number }
   return r.payload ? [h, r.payload] : [h];
 }
 
-export function decodeRequest(frame: Buffer): DataRequest {
-  return {
-    op: frame.readUInt8(4) as DataOp,
-    flags: frame.readUInt8(5),
-    partition: frame.readUInt16LE(6),
-    reqId: frame.readUInt32LE(8),
-    view: frame.readUInt32LE(12),
-    offset: frame.readDoubleLE(16),
-    length: frame.readUInt32LE(24),
-    clone: frame.readUInt32LE(28),
-    payload: frame.length > REQ_HEADER ? frame.subarray(REQ_HEADER) : undefined,
-  };
-}
-
 /**
  * A request frame as the link delivers it (frames.ts: the header is whole in
  * parts[0]), read in place (no header view, no object spread: this runs per

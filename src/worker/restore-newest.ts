@@ -29,14 +29,28 @@ const READ_BYTES = 4 << 20;
 /** Reads in flight per partition (each with its own buffer, reused). */
 const LANES = 2;
 
+function planNewest(e: RestorableEngine, id: number): { e: RestorableEngine; log: ChangeLog; result: RestoredPartition } {
+  const v = e.viewOf(id);
+  e.checkFresh(id);
+  const log = v.logs[v.logs.length - 1].log;
+  return { e, log, result: { partition: e.spec.id, blocks: log.count, bytes: log.count * e.blockSize, cut: false } };
+}
+
+/**
+ * The restore request's `check` for the newest snapshot: every record of each
+ * L_n read in log order and crc-checked, as writeBack will read it, and
+ * nothing written. Sequential reads of up to READ_BYTES, not a lookup per block.
+ */
+export async function checkNewest(engines: RestorableEngine[], id: number, o: RestoreOptions): Promise<RestoredPartition[]> {
+  const plans = engines.map((e) => planNewest(e, id));
+  if (!o.dryRun) {
+    await settleAll(plans.map(({ e, log }) => inLogOrder(log, async (first, n, buf) => void (await e.track(readCheckedSlots(log, first, n, buf))))));
+  }
+  return plans.map((p) => p.result);
+}
+
 export async function restoreNewest(engines: RestorableEngine[], id: number, o: RestoreOptions): Promise<RestoredPartition[]> {
-  const plans = engines.map((e) => {
-    const v = e.viewOf(id);
-    e.checkFresh(id);
-    const log = v.logs[v.logs.length - 1].log;
-    const result: RestoredPartition = { partition: e.spec.id, blocks: log.count, bytes: log.count * e.blockSize, cut: false };
-    return { e, log, result };
-  });
+  const plans = engines.map((e) => planNewest(e, id));
   const results = plans.map((p) => p.result);
   const work = plans.filter((p) => p.log.count > 0);
   if (o.dryRun || work.length === 0) return results;
@@ -80,19 +94,25 @@ export async function restoreNewest(engines: RestorableEngine[], id: number, o: 
 
 /** Step 1 for one partition: every record of `log` written in place, in log order. */
 async function writeBack(e: RestorableEngine, log: ChangeLog, durable: DurableProgress): Promise<void> {
-  const bs = e.blockSize;
+  await inLogOrder(log, async (first, n, buf) => {
+    await e.track(writeSlots(e, log, first, n, buf));
+    await durable.wrote(n * e.blockSize);
+  });
+}
+
+/** Every record of `log` handed to `each` in slices of up to READ_BYTES, in log order, LANES slices at a time. */
+async function inLogOrder(log: ChangeLog, each: (first: number, n: number, buf: Buffer) => Promise<void>): Promise<void> {
   const perRead = Math.max(1, Math.floor(READ_BYTES / log.recordSize));
   const count = log.count;
   let next = 0;
   const lane = async () => {
-    // Reused: a read's writes end before the lane reads again.
+    // Reused: `each` is done with the buffer before the lane reads again.
     const buf = Buffer.allocUnsafe(perRead * log.recordSize);
     while (next < count) {
       const first = next;
       const n = Math.min(perRead, count - first);
       next += n;
-      await e.track(writeSlots(e, log, first, n, buf));
-      await durable.wrote(n * bs);
+      await each(first, n, buf);
     }
   };
   await settleAll(Array.from({ length: Math.min(LANES, Math.ceil(count / perRead)) }, lane));

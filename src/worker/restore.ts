@@ -10,25 +10,22 @@
 //     cuts L_n to its header, all partitions of the worker together.
 // Progress counts bytes once they are durable (restore-progress.ts).
 import { DurableProgress } from './restore-progress.js';
-import { restoreNewest } from './restore-newest.js';
+import { checkNewest, restoreNewest } from './restore-newest.js';
 import type { RestorableEngine, RestoredPartition, RestoreOptions } from './restore-types.js';
 
 export type { RestorableEngine, RestoredPartition, RestoreOptions } from './restore-types.js';
 
 /** Restore S_id on these partitions (dryRun: only say what would be written), answered in their order. */
 export async function restorePartitions(engines: RestorableEngine[], id: number, o: RestoreOptions): Promise<RestoredPartition[]> {
-  if (o.check) {
-    const checked: RestoredPartition[] = [];
-    for (const e of engines) checked.push(await restorePartition(e, id, o));
-    return checked;
-  }
   const isNewest = (e: RestorableEngine) => {
     const v = e.viewOf(id);
     return v.from === v.logs.length - 1;
   };
   const newest = engines.filter(isNewest);
   const done = new Map<RestorableEngine, RestoredPartition>();
-  const cut = await restoreNewest(newest, id, o);
+  // check: the newest's records in log order (as the restore reads them), an
+  // older snapshot's view block by block (the same reads as its restore).
+  const cut = await (o.check ? checkNewest : restoreNewest)(newest, id, o);
   newest.forEach((e, i) => done.set(e, cut[i]));
   for (const e of engines) if (!done.has(e)) done.set(e, await restorePartition(e, id, o));
   return engines.map((e) => done.get(e)!);

@@ -1,6 +1,7 @@
 // Runs the real binary (bin/vsnap) as a child process, the way users and
 // scripts do. Every end-to-end test goes through this one helper.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,6 +56,43 @@ export function snapshotTree(dir: string): string {
     }
   };
   if (fs.existsSync(dir)) walk(dir);
+  return rows.join('\n');
+}
+
+/** Run vsnap and require exit 0 (the message carries its stderr); returns its stdout. */
+export async function vsnapOk(args: string[], opts: Parameters<typeof vsnap>[1] = {}): Promise<string> {
+  const r = await vsnap(args, opts);
+  if (r.code !== 0) throw new Error(`vsnap ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The store directory a manifest's volume uses (from `status --json`). */
+export async function storeOf(manifest: string): Promise<string> {
+  return (JSON.parse(await vsnapOk(['status', manifest, '--json'])) as { store: string }).store;
+}
+
+/**
+ * Every path under dir, directories and links included, with its mode, size,
+ * mtime and (files) a digest of its bytes: equal before and after means the
+ * command changed nothing there, not even a time stamp. dirMtimes: false for
+ * a command that takes the store's lock (made and removed: its directory's
+ * mtime moves, nothing else).
+ */
+export function treeDigest(dir: string, { dirMtimes = true } = {}): string {
+  const rows: string[] = [];
+  const walk = (d: string) => {
+    for (const name of fs.readdirSync(d).sort()) {
+      const p = path.join(d, name);
+      const st = fs.lstatSync(p);
+      const rel = path.relative(dir, p);
+      if (st.isDirectory()) {
+        rows.push(`${rel}/ ${st.mode.toString(8)}${dirMtimes ? ` ${st.mtimeMs}` : ''}`);
+        walk(p);
+      } else if (st.isSymbolicLink()) rows.push(`${rel} -> ${fs.readlinkSync(p)}`);
+      else rows.push(`${rel} ${st.mode.toString(8)} ${st.size} ${st.mtimeMs} ${crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex')}`);
+    }
+  };
+  walk(dir);
   return rows.join('\n');
 }
 

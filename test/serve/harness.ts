@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { BIN } from '../helpers/cli.js';
+import { runOk } from '../nbd/harness.js';
 
 export interface Server {
   uri: string;
@@ -44,4 +45,20 @@ export async function startServe(manifest: string, args: string[] = [], env: Rec
       if (socket) assert.equal(fs.existsSync(socket), false, 'socket removed on shutdown');
     },
   };
+}
+
+/**
+ * Serve the volume, run qemu-io on each export named (its commands, then a
+ * flush), and stop the server: writes through the real data path, durable
+ * before this returns. E.g. [['clone/c', 'write -P 0x5a 0 1M']].
+ */
+export async function qemuIoThroughServer(manifest: string, jobs: [exportName: string, ...commands: string[]][]): Promise<void> {
+  const srv = await startServe(manifest);
+  try {
+    for (const [name, ...commands] of jobs) {
+      await runOk('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), '-c', 'flush', srv.exportUri(name)]);
+    }
+  } finally {
+    await srv.stop();
+  }
 }

@@ -1,8 +1,8 @@
 // vsnap serve against clients that pipeline 1 MiB requests and never read a
 // reply (issue 9: ten of them took the server to 2.9 GiB). The server's RSS
 // stays bounded, qemu-io is served meanwhile, the clients that leave replies
-// untaken are dropped after the (shortened) stall timeout, and another round
-// costs no more than the first: nothing is kept that grows with the clients.
+// untaken are dropped after the (shortened) stall timeout, and later rounds
+// cost no more than the ones before: nothing is kept that grows with the clients.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -118,11 +118,16 @@ test('vsnap serve stays bounded under clients that never read, serves others mea
     const after = rssMiB(pid);
     assert.ok(after <= readPeak, `RSS ${after.toFixed(0)} MiB after the clients left, above its peak ${readPeak.toFixed(0)}`);
 
-    // A second round costs no more than the first: nothing the clients left behind keeps growing.
+    // More rounds cost no more: nothing the clients left behind keeps growing. Reader rounds are
+    // compared with reader rounds only (a writer round's peak is another workload), and the
+    // third with the second: the heap may settle one step higher after the first round (seen:
+    // 162, 194, 194 MiB), but anything kept per dropped client would add again every round.
     const secondPeak = await readRound(0x7c);
-    assert.ok(secondPeak < Math.max(readPeak, writePeak) + 32, `second round peaked at ${secondPeak.toFixed(0)} MiB, first at ${readPeak.toFixed(0)}`);
+    const thirdPeak = await readRound(0x8d);
+    for (const p of [secondPeak, thirdPeak]) assert.ok(p < RSS_BOUND_MIB, `RSS peaked at ${p.toFixed(0)} MiB in a later round of deaf readers`);
+    assert.ok(thirdPeak < Math.max(readPeak, secondPeak) + 24, `reader rounds peaked at ${readPeak.toFixed(0)}, ${secondPeak.toFixed(0)}, then ${thirdPeak.toFixed(0)} MiB: still growing`);
     await wellBehaved(srv, 0x11);
-    tt.diagnostic(`RSS MiB: ${before.toFixed(0)} at start, ${writePeak.toFixed(0)} peak with writers, ${readPeak.toFixed(0)} / ${secondPeak.toFixed(0)} peaks with readers, ${after.toFixed(0)} after the first readers left`);
+    tt.diagnostic(`RSS MiB: ${before.toFixed(0)} at start, ${writePeak.toFixed(0)} peak with writers, ${readPeak.toFixed(0)} / ${secondPeak.toFixed(0)} / ${thirdPeak.toFixed(0)} peaks with readers, ${after.toFixed(0)} after the first readers left`);
   } finally {
     await srv.stop();
     t.cleanup();
