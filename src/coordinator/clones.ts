@@ -17,6 +17,8 @@ import { cloneDir } from '../store/layout.js';
 import type { Store } from '../store/store.js';
 import type { WorkerPool } from './worker-pool.js';
 import type { WorkerHandle } from './worker-handle.js';
+import { readVolume } from './volume-read.js';
+import { joinChunks } from '../transport/chunks.js';
 
 interface OpenClone {
   spec: CloneSpec;
@@ -78,17 +80,14 @@ export class CloneManager {
     }
   }
 
-  async read(name: string, offset: number, length: number): Promise<Buffer> {
+  /** The clone's data as the chunks the workers' replies arrived in, as the live export reads (volume-read.ts): no copy for a read inside one partition. */
+  async readChunks(name: string, offset: number, length: number): Promise<Buffer[]> {
     const c = await this.open(name);
-    const out = Buffer.allocUnsafe(length);
-    await Promise.all(
-      mapVolumeRange(this.store.volume.partitions, offset, length).map(async (s) => {
-        const data = await this.worker(s.worker).request({ op: DataOp.Read, flags: 0, partition: s.partition, view: c.spec.snapshotId, clone: c.spec.handle, offset: s.partOffset, length: s.length });
-        if (!data || data.length !== s.length) throw new OperationError(`worker ${s.worker} returned ${data?.length ?? 0} bytes for a ${s.length}-byte clone read`);
-        data.copy(out, s.rangeOffset);
-      }),
-    );
-    return out;
+    return readVolume(this.store.volume, (w) => this.worker(w), c.spec.snapshotId, offset, length, c.spec.handle);
+  }
+
+  async read(name: string, offset: number, length: number): Promise<Buffer> {
+    return joinChunks(await this.readChunks(name, offset, length));
   }
 
   private async modify(name: string, op: DataOp.Write | DataOp.Zero, offset: number, length: number, data: Buffer | undefined, fua: boolean): Promise<void> {

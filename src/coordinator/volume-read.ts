@@ -9,11 +9,11 @@ import { DataOp } from '../worker/protocol.js';
 import type { WorkerHandle } from './worker-handle.js';
 import { chunksLength, copyChunks } from '../transport/chunks.js';
 
-/** view: 0 for the live volume, else a snapshot id (its chain already checked). */
-export async function readVolume(volume: Volume, worker: (w: number) => WorkerHandle, view: number, offset: number, length: number): Promise<Buffer[]> {
+/** view: 0 for the live volume, else a snapshot id (its chain already checked); clone: a clone's handle (its base snapshot is `view`), or 0. */
+export async function readVolume(volume: Volume, worker: (w: number) => WorkerHandle, view: number, offset: number, length: number, clone = 0): Promise<Buffer[]> {
   const segs = mapVolumeRange(volume.partitions, offset, length);
   const replies = await Promise.all(
-    segs.map((s) => worker(s.worker).requestParts({ op: DataOp.Read, flags: 0, partition: s.partition, view, offset: s.partOffset, length: s.length })),
+    segs.map((s) => worker(s.worker).requestParts({ op: DataOp.Read, flags: 0, partition: s.partition, view, clone, offset: s.partOffset, length: s.length })),
   );
   segs.forEach((s, i) => {
     const n = chunksLength(replies[i]);

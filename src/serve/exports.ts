@@ -139,6 +139,9 @@ class CloneDevice implements BlockDevice {
   read(offset: number, length: number): Promise<Buffer> {
     return asBlockError(this.cluster.clones.read(this.name, offset, length));
   }
+  readChunks(offset: number, length: number): Promise<Buffer[]> {
+    return asBlockError(this.cluster.clones.readChunks(this.name, offset, length));
+  }
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     return asBlockError(this.cluster.clones.write(this.name, offset, data, fua));
   }
