@@ -1,4 +1,4 @@
-// create forks its workers at its very start (src/cli/prefork-args.ts,
+// create, restore, export, read, write, diff and status fork their workers at their very start (src/cli/prefork-args.ts,
 // src/coordinator/prefork.ts), before it has read the manifest or taken the
 // lock: the pool then uses those workers, and whenever the command ends
 // without them (invalid manifest, lock held, a server holding the volume)
@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { vsnap, tmpdir, requireTool, BIN } from './helpers/cli.js';
+import { preforkCount } from '../src/cli/prefork-args.js';
 
 interface Traced {
   status: number | null;
@@ -51,6 +52,22 @@ function assertNoWorkerOutlived(r: Traced, expected: number): void {
     assert.ok(end !== undefined, `worker ${pid}: the trace never saw it end`);
     assert.ok(end <= r.coordinatorEnd, `worker ${pid} ended ${((end - r.coordinatorEnd) * 1000).toFixed(1)} ms after the command`);
   }
+}
+
+async function startServer(t: { after: (fn: () => void) => void }, dir: string, manifest: string) {
+  const srv = spawn(process.execPath, [BIN, 'serve', manifest, '--socket', path.join(dir, 'nbd.sock')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  t.after(() => srv.kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  srv.stdout.on('data', (d: Buffer) => (out += d));
+  srv.stderr.on('data', (d: Buffer) => (err += d));
+  const deadline = Date.now() + 30_000;
+  while (!/^nbd/m.test(out)) {
+    assert.equal(srv.exitCode, null, `serve exited: ${err}`);
+    assert.ok(Date.now() < deadline, `serve printed no URI: ${err}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return srv;
 }
 
 async function volume(dir: string): Promise<string> {
@@ -113,18 +130,7 @@ test('create through a running server: the preforked workers are not used and do
   const { dir, cleanup } = tmpdir('vsnap-prefork-');
   t.after(cleanup);
   const manifest = await volume(dir);
-  const srv = spawn(process.execPath, [BIN, 'serve', manifest, '--socket', path.join(dir, 'nbd.sock')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  t.after(() => srv.kill('SIGKILL'));
-  let out = '';
-  let err = '';
-  srv.stdout.on('data', (d: Buffer) => (out += d));
-  srv.stderr.on('data', (d: Buffer) => (err += d));
-  const deadline = Date.now() + 30_000;
-  while (!/^nbd/m.test(out)) {
-    assert.equal(srv.exitCode, null, `serve exited: ${err}`);
-    assert.ok(Date.now() < deadline, `serve printed no URI: ${err}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const srv = await startServer(t, dir, manifest);
   const r = tracedVsnap(dir, ['create', manifest, '--name', 'via-server']);
   assert.equal(r.status, 0, r.stderr);
   assertNoWorkerOutlived(r, 2);
@@ -132,4 +138,85 @@ test('create through a running server: the preforked workers are not used and do
   await new Promise((r) => srv.once('exit', r));
   const list = await vsnap(['list', manifest, '--json']);
   assert.deepEqual((JSON.parse(list.stdout) as { name: string }[]).map((s) => s.name), ['via-server']);
+});
+
+test('the guess: the commands that open the workers first, their positionals and value options; every doubt is none', (t) => {
+  const { dir, cleanup } = tmpdir('vsnap-prefork-');
+  t.after(cleanup);
+  const m = path.join(dir, 'v.json');
+  fs.writeFileSync(m, JSON.stringify({ partitions: [{ worker: 0 }, { worker: 1 }, { worker: 1 }] }));
+  const two: string[][] = [
+    ['create', m],
+    ['-q', '--wait', '5s', 'create', '--name', 'x', m, '--expires', '1d'],
+    ['restore', m, 'latest'],
+    ['restore', '--partition', 'p0', m, 'a', '--partition', 'p1', '--json'],
+    ['export', m, 'live', '--output', '/tmp/x.raw'],
+    ['export', '--split', '/tmp/d', m, 'latest'],
+    ['read', m, '--offset', '0', '--length', '4K', '--snapshot', 'a', '--output', '/tmp/o'],
+    ['write', '--offset', '64K', m, '--input', '/tmp/i'],
+    ['diff', m, 'a'],
+    ['diff', m, 'a', 'b', '--exact'],
+    ['status', m, '--json'],
+  ];
+  for (const a of two) assert.equal(preforkCount(a), 2, a.join(' '));
+  const none: string[][] = [
+    ['list', m],
+    ['restore', m],
+    ['restore', m, 'a', 'b'],
+    ['restore', m, 'a', '--help'],
+    ['export', m, 'a', '--', 'b'],
+    ['diff', m],
+    ['diff', m, 'a', 'b', 'c'],
+    ['read', m, 'extra'],
+    ['status', m, '-V'],
+    ['restore', path.join(dir, 'missing.json'), 'a'],
+    ['restore', dir, 'a'],
+    ['prune', m, '--keep-last', '1'],
+  ];
+  for (const a of none) assert.equal(preforkCount(a), 0, a.join(' '));
+});
+
+test('restore, export, read, write, diff and status take the preforked workers: two for two, none left after', async (t) => {
+  const skip = requireTool('strace', 'strace');
+  if (skip) return t.skip(skip);
+  const { dir, cleanup } = tmpdir('vsnap-prefork-');
+  t.after(cleanup);
+  const manifest = await volume(dir);
+  assert.equal((await vsnap(['create', manifest, '--name', 'a'])).code, 0);
+  const input = path.join(dir, 'in.bin');
+  fs.writeFileSync(input, Buffer.alloc(131_072, 7));
+  const runs: [string[], RegExp][] = [
+    [['write', manifest, '--offset', '64K', '--input', input], /wrote 128 KiB/],
+    [['diff', manifest, 'a', '--json'], /"ranges"/],
+    [['status', manifest, '--json'], /"partitions"/],
+    [['read', manifest, '--offset', '64K', '--length', '4K', '--output', path.join(dir, 'out.bin')], /^$/],
+    [['export', manifest, 'a', '--output', path.join(dir, 'a.raw')], /exported snapshot 1/],
+    [['restore', manifest, 'a', '--json'], /"restoredBytes": 131072/],
+  ];
+  for (const [args, expect] of runs) {
+    const r = tracedVsnap(dir, args);
+    assert.equal(r.status, 0, `${args[0]}: ${r.stderr}`);
+    assert.match(r.stdout + r.stderr, expect, args[0]);
+    assertNoWorkerOutlived(r, 2);
+  }
+  assert.deepEqual(fs.readFileSync(path.join(dir, 'out.bin')), Buffer.alloc(4096, 7));
+  const after = await vsnap(['diff', manifest, 'a', '--json']);
+  assert.deepEqual(JSON.parse(after.stdout).ranges, []);
+});
+
+test('restore through a running server: the preforked workers are not used and none outlives the command', async (t) => {
+  const skip = requireTool('strace', 'strace');
+  if (skip) return t.skip(skip);
+  const { dir, cleanup } = tmpdir('vsnap-prefork-');
+  t.after(cleanup);
+  const manifest = await volume(dir);
+  assert.equal((await vsnap(['create', manifest, '--name', 'a'])).code, 0);
+  const srv = await startServer(t, dir, manifest);
+  const r = tracedVsnap(dir, ['restore', manifest, 'a']);
+  // The same refusal as without the prefork: the server holds the volume.
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /volume is served by pid \d+ \(vsnap serve/);
+  assertNoWorkerOutlived(r, 2);
+  srv.kill('SIGTERM');
+  await new Promise((r) => srv.once('exit', r));
 });

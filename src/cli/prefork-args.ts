@@ -7,10 +7,22 @@
 // free of imports beyond node:fs: it runs on every command's path.
 import fs from 'node:fs';
 
-/** Commands whose local run starts the workers first thing (catalogue/local.ts LOCAL_OPEN). */
-const PREFORK_COMMANDS = new Set(['create']);
-/** Options taking a value, global or of those commands (cli.ts). */
-const WITH_VALUE = new Set(['--wait', '--name', '--expires']);
+/**
+ * Commands whose local run starts the workers first thing (catalogue/local.ts
+ * LOCAL_OPEN, session.ts withCluster): the positional count each takes (the
+ * command's name included) and the options of its own that take a value.
+ */
+const PREFORK_COMMANDS: ReadonlyMap<string, { min: number; max: number; withValue: readonly string[] }> = new Map([
+  ['create', { min: 2, max: 2, withValue: ['--name', '--expires'] }],
+  ['restore', { min: 3, max: 3, withValue: ['--partition'] }],
+  ['export', { min: 3, max: 3, withValue: ['--output', '--split'] }],
+  ['read', { min: 2, max: 2, withValue: ['--offset', '--length', '--snapshot', '--output'] }],
+  ['write', { min: 2, max: 2, withValue: ['--offset', '--input'] }],
+  ['diff', { min: 3, max: 4, withValue: [] }],
+  ['status', { min: 2, max: 2, withValue: [] }],
+]);
+/** Global options taking a value (cli.ts). */
+const GLOBAL_WITH_VALUE = new Set(['--wait']);
 /** Flags that print something instead of running the command. */
 const NO_RUN = new Set(['-h', '--help', '-V', '--version']);
 /** A manifest larger than this is not read twice at start (it is a few KiB). */
@@ -22,10 +34,13 @@ export function preforkCount(argv: string[]): number {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--' || NO_RUN.has(a)) return 0;
-    if (WITH_VALUE.has(a)) i++;
+    // The command's own value options are known once its name is (the first positional).
+    const own = positional.length ? PREFORK_COMMANDS.get(positional[0])?.withValue : undefined;
+    if (GLOBAL_WITH_VALUE.has(a) || own?.includes(a)) i++;
     else if (!a.startsWith('-')) positional.push(a);
   }
-  if (positional.length !== 2 || !PREFORK_COMMANDS.has(positional[0])) return 0;
+  const spec = PREFORK_COMMANDS.get(positional[0]);
+  if (!spec || positional.length < spec.min || positional.length > spec.max) return 0;
   return workersOf(positional[1]);
 }
 
