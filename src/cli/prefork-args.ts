@@ -9,18 +9,14 @@ import fs from 'node:fs';
 
 /**
  * Commands whose local run starts the workers first thing (catalogue/local.ts
- * LOCAL_OPEN, session.ts withCluster): the positional count each takes (the
- * command's name included) and the options of its own that take a value.
+ * LOCAL_OPEN, session.ts withCluster) and gain from a prefork: the
+ * positional count each takes (the command's name included) and the options
+ * of its own that take a value. restore, export, read, write, diff and status
+ * were tried and measured no faster (docs/performance.md "Start-up of restore
+ * and list (stop 18)"): their workers, forked ~25 ms sooner, only shared the
+ * two cores with the coordinator's own loading.
  */
-const PREFORK_COMMANDS: ReadonlyMap<string, { min: number; max: number; withValue: readonly string[] }> = new Map([
-  ['create', { min: 2, max: 2, withValue: ['--name', '--expires'] }],
-  ['restore', { min: 3, max: 3, withValue: ['--partition'] }],
-  ['export', { min: 3, max: 3, withValue: ['--output', '--split'] }],
-  ['read', { min: 2, max: 2, withValue: ['--offset', '--length', '--snapshot', '--output'] }],
-  ['write', { min: 2, max: 2, withValue: ['--offset', '--input'] }],
-  ['diff', { min: 3, max: 4, withValue: [] }],
-  ['status', { min: 2, max: 2, withValue: [] }],
-]);
+const PREFORK_COMMANDS: ReadonlyMap<string, { min: number; max: number; withValue: readonly string[] }> = new Map([['create', { min: 2, max: 2, withValue: ['--name', '--expires'] }]]);
 /** Global options taking a value (cli.ts). */
 const GLOBAL_WITH_VALUE = new Set(['--wait']);
 /** Flags that print something instead of running the command. */
