@@ -67,7 +67,8 @@ test('SIGINT to the process group in the first instants of create and restore: 1
       const r = await interruptAt(args, delay);
       if (r.how === 'done') continue;
       delivered++;
-      assert.equal(r.how, 'exit 130', `${args[0]}, SIGINT after ${delay} ms: ${r.stderr}`);
+      // 0: the signal came as the command was exiting (node had stopped handling signals); never 1, a worker's death.
+      assert.ok(r.how === 'exit 130' || r.how === 'exit 0', `${args[0]}, SIGINT after ${delay} ms: ${r.how}: ${r.stderr}`);
       assert.doesNotMatch(r.stderr, /worker \d+ .*exited/, `${args[0]}, ${delay} ms`);
     }
     // The volume is usable afterwards: the lock was released, states recover if they must.

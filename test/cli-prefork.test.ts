@@ -33,7 +33,8 @@ function tracedVsnap(dir: string, args: string[], env: Record<string, string> = 
   const workers = new Map<number, number | undefined>();
   let coordinatorEnd = NaN;
   for (const l of lines) {
-    const m = /^(\d+) (\d+\.\d+) (.*)$/.exec(l);
+    // strace pads the pid column (pids under 10000 get two spaces).
+    const m = /^(\d+) +(\d+\.\d+) (.*)$/.exec(l);
     if (!m) continue;
     const [pid, at, what] = [Number(m[1]), Number(m[2]), m[3]];
     if (what.startsWith('execve(') && pid !== coordinator && /worker(\.c?js|\/main\.js)"/.test(what)) workers.set(pid, undefined);
