@@ -101,7 +101,11 @@ const worker = await esbuild.build({
 });
 fs.writeFileSync(
   path.join(OUT, 'worker.cjs'),
-  "'use strict';\n// A worker process (scripts/bundle.mjs): its code, worker-main.cjs, with its V8 code cache.\nrequire('./loader.cjs').runBundle(require('node:path').join(__dirname, 'worker-main.cjs'));\n",
+  "'use strict';\n// A worker process (scripts/bundle.mjs): its code, worker-main.cjs, with its V8 code cache.\n" +
+    '// First of all, a worker ignores SIGINT and SIGTERM (the coordinator closes it in order: worker/main.ts):\n' +
+    '// a Ctrl-C to the process group while its code loads would otherwise kill it (docs/reliability.md).\n' +
+    "process.on('SIGINT', () => {});\nprocess.on('SIGTERM', () => {});\n" +
+    "require('./loader.cjs').runBundle(require('node:path').join(__dirname, 'worker-main.cjs'));\n",
 );
 
 // The loader that runs the CLI bundle with its code cache.

@@ -7,10 +7,18 @@
 // free of imports beyond node:fs: it runs on every command's path.
 import fs from 'node:fs';
 
-/** Commands whose local run starts the workers first thing (catalogue/local.ts LOCAL_OPEN). */
-const PREFORK_COMMANDS = new Set(['create']);
-/** Options taking a value, global or of those commands (cli.ts). */
-const WITH_VALUE = new Set(['--wait', '--name', '--expires']);
+/**
+ * Commands whose local run starts the workers first thing (catalogue/local.ts
+ * LOCAL_OPEN, session.ts withCluster) and gain from a prefork: the
+ * positional count each takes (the command's name included) and the options
+ * of its own that take a value. restore, export, read, write, diff and status
+ * were tried and measured no faster (docs/performance.md "Start-up of restore
+ * and list (stop 18)"): their workers, forked ~25 ms sooner, only shared the
+ * two cores with the coordinator's own loading.
+ */
+const PREFORK_COMMANDS: ReadonlyMap<string, { min: number; max: number; withValue: readonly string[] }> = new Map([['create', { min: 2, max: 2, withValue: ['--name', '--expires'] }]]);
+/** Global options taking a value (cli.ts). */
+const GLOBAL_WITH_VALUE = new Set(['--wait']);
 /** Flags that print something instead of running the command. */
 const NO_RUN = new Set(['-h', '--help', '-V', '--version']);
 /** A manifest larger than this is not read twice at start (it is a few KiB). */
@@ -22,10 +30,13 @@ export function preforkCount(argv: string[]): number {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--' || NO_RUN.has(a)) return 0;
-    if (WITH_VALUE.has(a)) i++;
+    // The command's own value options are known once its name is (the first positional).
+    const own = positional.length ? PREFORK_COMMANDS.get(positional[0])?.withValue : undefined;
+    if (GLOBAL_WITH_VALUE.has(a) || own?.includes(a)) i++;
     else if (!a.startsWith('-')) positional.push(a);
   }
-  if (positional.length !== 2 || !PREFORK_COMMANDS.has(positional[0])) return 0;
+  const spec = PREFORK_COMMANDS.get(positional[0]);
+  if (!spec || positional.length < spec.min || positional.length > spec.max) return 0;
   return workersOf(positional[1]);
 }
 

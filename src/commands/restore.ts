@@ -49,12 +49,13 @@ export async function restore(
       chosen = parts.filter((p) => o.partitions!.includes(p.id));
     }
     const indexes = chosen.map((p) => p.index);
-    if (o.onStart && !o.dryRun) {
-      // Planning only walks the in-memory log indexes: the bar gets a true total for its cost.
-      const plan = await cluster.restore(snap.id, indexes, { dryRun: true });
-      o.onStart(plan.reduce((a, p) => a + p.bytes, 0));
-    }
-    const done = await cluster.restore(snap.id, indexes, { dryRun: o.dryRun, onProgress: o.onProgress });
+    // Planning only walks the in-memory log indexes: the bar gets a true total
+    // for its cost. Sent with the restore, not awaited before it: each worker
+    // answers requests in their order, and plans at once (no I/O), so every
+    // plan is made before that worker's pre-check and in the reply before any
+    // progress (the writes start only once every worker's check has answered).
+    const plan = o.onStart && !o.dryRun ? cluster.restore(snap.id, indexes, { dryRun: true }).then((p) => o.onStart!(p.reduce((a, x) => a + x.bytes, 0))) : undefined;
+    const [, done] = await Promise.all([plan, cluster.restore(snap.id, indexes, { dryRun: o.dryRun, onProgress: o.onProgress })]);
     const perPartition = done.map((p) => ({ id: p.partition, blocks: p.blocks, bytes: p.bytes, logCut: p.cut }));
     return {
       snapshot: { id: snap.id, name: snap.name },

@@ -62,6 +62,32 @@ export function takePreforked(): ForkedWorker | undefined {
   return undefined;
 }
 
+/** How a worker ends when a signal sent to the whole process group (Ctrl-C, timeout, systemctl stop) reached it before its handlers existed. */
+const GROUP_SIGNAL = /^on signal SIG(INT|TERM)$/;
+/** Replacements for workers so killed, per worker started (a signal that keeps coming is a reason to fail). */
+const MAX_REPLACED = 3;
+
+/**
+ * A worker that said READY: a preforked one while any is left, else a new
+ * fork. The workers ignore SIGINT and SIGTERM (the coordinator closes them
+ * in order), but a signal to the process group in a worker's first
+ * milliseconds, while node itself is starting, kills it before any handler
+ * exists (docs/reliability.md, former known gap E2: exit 1 instead of 130).
+ * Such a worker never opened anything, so another is started in its place
+ * and the command goes on to its orderly stop. Any other death is the
+ * caller's to report (its handle says how the process ended).
+ */
+export async function readyWorker(main = WORKER_MAIN): Promise<ForkedWorker> {
+  for (let replaced = 0; ; replaced++) {
+    const w = takePreforked() ?? forkListening(main);
+    const died = await w.ready.then(
+      () => undefined,
+      () => w.proc.ended,
+    );
+    if (died === undefined || !GROUP_SIGNAL.test(died) || replaced >= MAX_REPLACED) return w;
+  }
+}
+
 /** Kill the preforked workers nobody took, and wait until they are gone. */
 export async function discardPreforked(): Promise<void> {
   const left = spare.splice(0);

@@ -13,7 +13,7 @@ import {
   type WorkerMessage,
 } from '../worker/protocol.js';
 import { joinChunks } from '../transport/chunks.js';
-import { forkListening, takePreforked, type ForkedWorker, type WorkerLinkProcess } from './prefork.js';
+import { readyWorker, type ForkedWorker, type WorkerLinkProcess } from './prefork.js';
 
 export { WORKER_MAIN, type WorkerLinkProcess } from './prefork.js';
 
@@ -63,7 +63,7 @@ export class WorkerHandle {
    * command's start (prefork.ts) when one is left, else a new one.
    */
   static spawn(index: number, partitions: string[]): Promise<WorkerHandle> {
-    return WorkerHandle.forked(index, partitions, takePreforked() ?? forkListening());
+    return readyWorker().then((w) => WorkerHandle.forked(index, partitions, w));
   }
 
   /** A worker already started behind any link; resolves once it said READY. */
