@@ -56,3 +56,47 @@ test('power-cut model: unsynced data dropped or torn by sector, names need a dir
     tmp.cleanup();
   }
 });
+
+test('power-cut model: two syncs of one directory or file that overlap and end out of order never undo what the later-started one made durable', () => {
+  const tmp = tmpdir('vsnap-pcm-');
+  try {
+    const root = path.join(tmp.dir, 'root');
+    const out = path.join(tmp.dir, 'img');
+    fs.mkdirSync(path.join(root, 'state'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'state/p1.json'), 'clean');
+    fs.writeFileSync(path.join(root, 'log'), Buffer.alloc(1024, 1));
+    const b64 = (n: number, v: number) => Buffer.alloc(n, v).toString('base64');
+    // What two workers did in stop 18's failing run: worker B starts an fsync of the shared
+    // directory, worker A renames its state in and fsyncs the directory (its fsync returns first),
+    // then appends to its log; B's fsync returns after that.
+    const evs = journal(root, [
+      ['sync0', 'state', { id: 'B' }], // 0: B's fsync starts (before A's rename)
+      ['open', 'state/p1.json.tmp', { create: true }], // 1
+      ['write', 'state/p1.json.tmp', { pos: 0, data: Buffer.from('unclean').toString('base64') }], // 2
+      ['sync0', 'state/p1.json.tmp', { id: 't' }], // 3
+      ['sync1', 'state/p1.json.tmp', { id: 't' }], // 4
+      ['rename', 'state/p1.json.tmp', { dest: 'state/p1.json' }], // 5
+      ['sync0', 'state', { id: 'A' }], // 6
+      ['sync1', 'state', { id: 'A' }], // 7: A's rename durable
+      ['write', 'log', { pos: 1024, data: b64(1024, 2) }], // 8: A appends (unsynced)
+      ['sync0', 'log', { id: 'L1' }], // 9: two syncs of the log at once
+      ['write', 'log', { pos: 2048, data: b64(512, 3) }], // 10
+      ['sync0', 'log', { id: 'L2' }], // 11
+      ['sync1', 'log', { id: 'L2' }], // 12: the later one ends first
+      ['sync1', 'state', { id: 'B' }], // 13: B's older fsync ends last
+      ['sync1', 'log', { id: 'L1' }], // 14
+    ]);
+    for (const at of [7, 12, 13, 14]) {
+      image(root, evs, at, 'drop', out);
+      assert.equal(fs.readFileSync(path.join(out, 'state/p1.json'), 'utf8'), 'unclean', `after event ${at}: the rename A's fsync made durable is kept`);
+    }
+    for (const at of [12, 13, 14]) {
+      image(root, evs, at, 'drop', out);
+      const log = fs.readFileSync(path.join(out, 'log'));
+      assert.equal(log.length, 2560, `after event ${at}: both appends durable (L2 started after them)`);
+      assert.deepEqual([log[0], log[1024], log[2048]], [1, 2, 3]);
+    }
+  } finally {
+    tmp.cleanup();
+  }
+});

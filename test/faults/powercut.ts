@@ -20,11 +20,16 @@ interface FileNode {
   dur: Buffer;
   /** Writes since the content `dur` was taken: [pos, data]. */
   since: [number, Buffer][];
+  /** Writes dropped from the front of `since` so far (a sync's write count is absolute). */
+  sinceBase?: number;
+  /** The sequence number of the sync whose starting content `dur` is (0: the scan). */
+  durSeq?: number;
 }
 interface DirNode {
   kind: 'd';
   cur: Map<string, Node>;
   dur: Map<string, Node>;
+  durSeq?: number;
 }
 
 export interface JournalEvent {
@@ -70,7 +75,9 @@ function scan(dir: string): DirNode {
 export class DiskModel {
   private readonly top: DirNode;
   /** Per sync id: what the file or directory held when the sync started. */
-  private readonly pending = new Map<string, { node: Node; content: Buffer | Map<string, Node>; writes: number }>();
+  private readonly pending = new Map<string, { node: Node; content: Buffer | Map<string, Node>; writes: number; seq: number }>();
+  /** Counts sync starts: two processes may sync one file or directory at once, and finish in either order. */
+  private syncs = 0;
 
   constructor(private readonly root: string) {
     this.top = scan(root);
@@ -147,15 +154,24 @@ export class DiskModel {
         return;
       }
       case 'sync0':
-        if (node) this.pending.set(e.id!, { node, content: node.kind === 'f' ? Buffer.from(node.cur) : new Map(node.cur), writes: node.kind === 'f' ? node.since.length : 0 });
+        if (node) {
+          const writes = node.kind === 'f' ? (node.sinceBase ?? 0) + node.since.length : 0;
+          this.pending.set(e.id!, { node, content: node.kind === 'f' ? Buffer.from(node.cur) : new Map(node.cur), writes, seq: ++this.syncs });
+        }
         return;
       case 'sync1': {
         const s = this.pending.get(e.id!);
         if (!s) return;
         this.pending.delete(e.id!);
+        // A sync that started before the one that made the node durable last
+        // adds nothing when it ends later (another process's fsync of the same
+        // directory, say): what a completed sync made durable stays so.
+        if (s.seq <= (s.node.durSeq ?? 0)) return;
+        s.node.durSeq = s.seq;
         if (s.node.kind === 'f') {
           s.node.dur = s.content as Buffer;
-          s.node.since = s.node.since.slice(s.writes);
+          s.node.since = s.node.since.slice(s.writes - (s.node.sinceBase ?? 0));
+          s.node.sinceBase = s.writes;
         } else s.node.dur = s.content as Map<string, Node>;
         return;
       }
