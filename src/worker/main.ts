@@ -114,6 +114,8 @@ class Worker {
           cleanClose: clean,
           expectedLength: clean ? state.logs[String(id)] : undefined,
           dropTail: state.dropTail?.includes(String(id)),
+          // The newest log's torn tail is told from damage by the block's live copy (formats.md "Recovery rules on open").
+          liveBlock: id === o.snapshots[o.snapshots.length - 1] ? (b, out) => engine.io.read(b * o.blockSize, o.blockSize, out, 0) : undefined,
         });
         logs.push({ id, log });
       }

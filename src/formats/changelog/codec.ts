@@ -98,6 +98,14 @@ export interface ChangeLogOpenOptions {
   dropTail?: boolean;
   /** Open without write access; recovery then trims the torn tail in memory only. */
   readOnly?: boolean;
+  /**
+   * Reads a block's in-place copy (the live volume) into `out`. Given for the
+   * partition's newest log, the only one whose torn tail comes from
+   * copy-on-write appends: a record of the newest batch whose data fails its
+   * crc is then cut only if the live block matches it (a torn append), and is
+   * an IntegrityError otherwise (docs/formats.md "Recovery rules on open", 4).
+   */
+  liveBlock?: (block: number, out: Buffer) => Promise<void>;
 }
 
 export interface ChangeLogRecord {

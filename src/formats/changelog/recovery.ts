@@ -108,7 +108,7 @@ export async function scanRecords(
     const newest = Math.max(prevBatch, tailBatch);
     if (newest === prevBatch && index.size > 0) {
       // Batches ascend, so B's surviving records are the last ones of the prefix.
-      const keep = await firstTornRecord(fh, batchStart, index.size, rs, index);
+      const keep = await firstTornRecord(fh, batchStart, index.size, rs, index, (off, block) => err(off, `record of block ${block} in the newest batch fails its crc, and the block's live copy does not match it either: the record was durable (the block was written in place after it) and was damaged since; a torn append would have left the live block as the record holds it. The log is left as it is`), o.liveBlock);
       if (keep < index.size) {
         index.truncate(keep);
         // Dropping all of B leaves the previous batch (consecutive numbering) as the last one.
@@ -159,8 +159,20 @@ async function forEachSlotHeader(fh: FileHandle, nSlots: number, rs: number, vis
   }
 }
 
-/** First slot in [first, count) whose data crc fails, or count. */
-async function firstTornRecord(fh: FileHandle, first: number, count: number, rs: number, index: BlockIndex): Promise<number> {
+/**
+ * First slot in [first, count) whose data crc fails, or count. With
+ * liveBlock, a failing record whose header crc matches the live block instead
+ * is a torn append (cut there); one that matches neither is damage.
+ */
+async function firstTornRecord(
+  fh: FileHandle,
+  first: number,
+  count: number,
+  rs: number,
+  index: BlockIndex,
+  damaged: (offset: number, block: number) => Error,
+  liveBlock?: (block: number, out: Buffer) => Promise<void>,
+): Promise<number> {
   const per = Math.max(1, Math.floor(CHUNK_BYTES / rs));
   const buf = Buffer.allocUnsafe(Math.min(per, count - first) * rs);
   for (let s = first; s < count; s += per) {
@@ -170,8 +182,16 @@ async function firstTornRecord(fh: FileHandle, first: number, count: number, rs:
       const at = i * rs;
       if (got < at + rs) return s + i;
       const data = buf.subarray(at + RECORD_HEADER_SIZE, at + rs);
-      if (buf.readUInt32LE(at + RO_CRC) !== recordCrc(buf, at, data)) return s + i;
       if (readU64(buf, at + RO_BLOCK) !== index.blockAt(s + i)) return s + i;
+      if (buf.readUInt32LE(at + RO_CRC) !== recordCrc(buf, at, data)) {
+        if (liveBlock) {
+          const block = index.blockAt(s + i);
+          const live = Buffer.allocUnsafe(rs - RECORD_HEADER_SIZE);
+          await liveBlock(block, live);
+          if (buf.readUInt32LE(at + RO_CRC) !== recordCrc(buf, at, live)) throw damaged(CLOG_HEADER_SIZE + (s + i) * rs, block);
+        }
+        return s + i;
+      }
     }
   }
   return count;
